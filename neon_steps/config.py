@@ -1,0 +1,112 @@
+"""The workflow's config, resolved: `extends` inheritance, grids, canonical numbers in paths.
+
+Torch-free on purpose: the Snakefile imports it, and a dry run should not pay for torch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A mistake in the user's config; its message names the field."""
+
+
+def fmt(x: float | int) -> str:
+    """The one canonical spelling of a number in paths and tables: 1, 0.5, -0.25, 1e-05."""
+    x = float(x)
+    if x == 0:
+        return "0"
+    return format(round(x, 10), ".10g")
+
+
+NUMBER = r"-?[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?"  # the wildcard constraint matching fmt()
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve_models(models: Mapping[str, Mapping]) -> dict[str, dict]:
+    """Apply `extends: other-model` (deep merge, the child wins), following chains."""
+    resolved: dict[str, dict] = {}
+
+    def resolve(name: str, seen: tuple[str, ...]) -> dict:
+        if name in resolved:
+            return resolved[name]
+        if name in seen:
+            raise ConfigError(f"models.{name}.extends: circular ({' -> '.join(seen + (name,))})")
+        spec = models[name]
+        parent = spec.get("extends")
+        if parent is not None:
+            if parent not in models:
+                raise ConfigError(f"models.{name}.extends: no model named {parent!r}")
+            spec = deep_merge(resolve(parent, seen + (name,)), spec)
+            spec.pop("extends")
+        resolved[name] = {**copy.deepcopy(dict(spec)), "name": name}
+        return resolved[name]
+
+    for name in models:
+        resolve(name, ())
+    return resolved
+
+
+def grid(spec: list | Mapping) -> list[float]:
+    """A list of numbers, or {start, stop, step} with both ends included."""
+    if isinstance(spec, Mapping):
+        start, stop, step = (float(spec[k]) for k in ("start", "stop", "step"))
+        count = int(math.floor((stop - start) / step + 1e-9)) + 1
+        return [float(fmt(start + i * step)) for i in range(count)]
+    return [float(v) for v in spec]
+
+
+def w_grid(model: Mapping) -> list[float]:
+    """The merge weights of a model; w = 0 (the base) is always evaluated, for the table."""
+    return sorted(set(grid(model["evaluate"]["w"])) | {0.0})
+
+
+def gammas(model: Mapping) -> list[float]:
+    return [float(g) for g in model["evaluate"].get("gamma", [1.0])]
+
+
+def budgets(model: Mapping) -> list[float]:
+    return sorted(float(b) for b in model["finetune"]["budgets"])
+
+
+def sizes(model: Mapping) -> list[int]:
+    return sorted(int(s) for s in model["synthetic"]["sizes"])
+
+
+def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> None:
+    """What a JSON schema cannot say."""
+    for name, model in models.items():
+        where = f"models.{name}"
+        if model["dataset"] not in datasets:
+            raise ConfigError(f"{where}.dataset: no dataset named {model['dataset']!r} in datasets")
+        if len(set(budgets(model))) != len(budgets(model)):
+            raise ConfigError(f"{where}.finetune.budgets: repeated budget")
+        if not model.get("guidance", False) and gammas(model) != [1.0]:
+            raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
+
+
+def load(path: str | Path) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def model_spec(config: Mapping, name: str) -> dict:
+    """One model's resolved section, with its dataset attached, for stage command lines."""
+    models = resolve_models(config["models"])
+    if name not in models:
+        raise ConfigError(f"models: no model named {name!r} (have: {', '.join(models)})")
+    return {**models[name], "dataset_spec": config["datasets"][models[name]["dataset"]]}

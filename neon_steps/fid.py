@@ -1,0 +1,63 @@
+"""Stage `fid`: evaluate a merged model at CFG scale γ — FID, precision and recall (k=5).
+
+Every (w, γ) point of a model draws with the same seed and labels (common random numbers), so
+differences between points are differences between models, not between draws."""
+
+import sys
+import time
+from typing import Any, Mapping
+
+from neon_steps import metrics, stage
+from neon_steps.io import load_tensors, write_json
+from neon_steps.models import load_adapter
+from neon_steps.sampling import balanced_labels, draw
+
+
+def evaluation_kappa(model: Mapping[str, Any], gamma: float) -> dict:
+    kappa = dict(model["evaluate"]["kappa"])
+    if model.get("guidance", False):
+        kappa["cfg"] = gamma
+    return kappa
+
+
+def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapping[str, float], out: str) -> None:
+    settings = model["evaluate"]
+    start = time.time()
+    adapter = load_adapter(model, device=stage.device()).load(weights)
+    kappa = evaluation_kappa(model, point["gamma"])
+    n = settings["n"]
+    labels = balanced_labels(n, adapter.num_classes, settings["seed"]) if adapter.conditional else None
+    samples = draw(adapter, n, settings["seed"], kappa, settings["shard_size"], labels, desc="evaluation")
+    feats = metrics.features(model["dataset_spec"], samples)
+    ref = load_tensors(reference)
+    scores = metrics.score(feats, ref, prc=False)
+    prc_n = min(n, settings["prc_n"])  # precision/recall is O(n²): scored on the first prc_n samples
+    scores.update({k: v for k, v in metrics.score(feats[:prc_n], ref).items() if k != "fid"})
+    write_json(out, {
+        "model": model["name"], "family": adapter.family, **point, **scores,
+        "n": n, "prc_n": prc_n, "nfe": adapter.nfe(kappa), "seconds": round(time.time() - start, 3),
+    })
+
+
+def main(argv=None) -> int:
+    parser = stage.model_parser(__doc__)
+    parser.add_argument("--weights", required=True, help="merged weights (.safetensors)")
+    parser.add_argument("--reference", required=True, help="the data set's reference (.safetensors)")
+    parser.add_argument("--gamma", type=float, default=1.0)
+    parser.add_argument("--out", required=True, help="metrics (.json)")
+    args = parser.parse_args(argv)
+    model = stage.model_from_args(args)
+    with stage.logged(args.log):
+        evaluate(model, args.weights, args.reference, {"gamma": args.gamma}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    if "snakemake" in globals():
+        smk = snakemake  # noqa: F821
+        wc = smk.wildcards
+        point = {"S": int(wc.S), "B": float(wc.B), "w": float(wc.w), "gamma": float(wc.gamma)}
+        stage.run_snakemake(smk, lambda: evaluate(smk.params.model, smk.input.weights, smk.input.reference,
+                                                  point, smk.output[0]))
+    else:
+        sys.exit(main())

@@ -1,0 +1,36 @@
+"""Model adapters, looked up by the `adapter` field of a model's config."""
+from __future__ import annotations
+
+import importlib
+
+from neon_steps.models.base import Adapter, Kappa
+
+# Built-in adapters by short name; imported lazily so that a config naming one family does not
+# pay for the dependencies of the others.
+BUILTIN = {
+    "toy-diffusion": "neon_steps.models.toy:ToyDiffusion",
+    "toy-autoregressive": "neon_steps.models.toy:ToyAutoregressive",
+}
+
+
+def adapter_class(name: str) -> type[Adapter]:
+    """Resolve a built-in short name or a `package.module:Class` import path."""
+    target = BUILTIN.get(name, name)
+    module_name, _, class_name = target.partition(":")
+    if not class_name:
+        raise ValueError(f"adapter {name!r}: expected one of {sorted(BUILTIN)} or 'package.module:Class'")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"adapter {name!r}: cannot import {target} ({err})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise ValueError(f"adapter {name!r}: {target} is not a neon_steps.models.Adapter subclass")
+    return cls
+
+
+def load_adapter(model: dict, device="cpu") -> Adapter:
+    """An adapter for a model's config section, with freshly initialised weights."""
+    return adapter_class(model["adapter"])(model.get("arch", {}), device=device)
+
+
+__all__ = ["Adapter", "Kappa", "BUILTIN", "adapter_class", "load_adapter"]

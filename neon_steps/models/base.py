@@ -1,0 +1,70 @@
+"""The adapter interface: the only place that knows a model codebase.
+
+The pipeline owns the optimizer, the learning-rate schedule, budget accounting, seeding and the
+merge; an adapter owns the network, its sampler and its loss.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+
+from neon_steps.io import load_tensors, save_tensors
+
+Kappa = Mapping[str, Any]  # sampler settings: steps, score scale, temperature, CFG scale, ...
+
+
+class Adapter(abc.ABC):
+    """One model family. Subclasses build `self.net` from the config's `arch` mapping."""
+
+    family: ClassVar[str]        # diffusion | flow | autoregressive | few-step
+    num_classes: int = 0         # > 0 for class-conditional models (set by build)
+
+    def __init__(self, arch: Mapping[str, Any], device: str | torch.device = "cpu"):
+        self.arch = dict(arch)
+        self.device = torch.device(device)
+        self.net: nn.Module = self.build(self.arch).to(self.device)
+
+    # -- what each family implements --------------------------------------------------------
+    @abc.abstractmethod
+    def build(self, arch: Mapping[str, Any]) -> nn.Module:
+        """Construct the network with freshly initialised weights (seeded by the caller)."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, generator: torch.Generator, kappa: Kappa,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw `n` samples with the sampler settings `kappa`, all randomness from `generator`."""
+
+    @abc.abstractmethod
+    def loss(self, batch: torch.Tensor, generator: torch.Generator,
+             labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's own training loss on a batch of data, all randomness from `generator`."""
+
+    @abc.abstractmethod
+    def nfe(self, kappa: Kappa) -> int:
+        """Network evaluations per sample under `kappa`, for the tables."""
+
+    # -- shared behaviour -----------------------------------------------------------------------
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def mergeable(self, name: str) -> bool:
+        """Learned floating-point parameters only; buffers and frozen weights stay the base's."""
+        param = dict(self.net.named_parameters()).get(name)
+        return param is not None and param.requires_grad and param.is_floating_point()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self.net.state_dict().items()}
+
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.net.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
+
+    def load(self, path) -> "Adapter":
+        self.load_state_dict(load_tensors(path))
+        return self
+
+    def save(self, path, metadata: Mapping[str, object] | None = None) -> None:
+        save_tensors(path, self.state_dict(), {"family": self.family, **(metadata or {})})

@@ -1,0 +1,34 @@
+"""Stage `reference`: a data set's reference statistics and real features, computed once and kept
+as a workflow artifact (not in torch-fidelity's name-keyed cache, which goes stale silently)."""
+
+import argparse
+import sys
+
+from neon_steps import config as neon_config, metrics, stage
+from neon_steps.io import save_tensors
+
+
+def build_reference(name: str, dataset: dict, out: str) -> None:
+    ref = metrics.reference(dataset)
+    save_tensors(out, ref, {"dataset": name, "kind": dataset["kind"]})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="config.yaml")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    datasets = neon_config.load(args.config)["datasets"]
+    if args.dataset not in datasets:
+        raise SystemExit(f"error: datasets: no dataset named {args.dataset!r}")
+    build_reference(args.dataset, datasets[args.dataset], args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    if "snakemake" in globals():
+        smk = snakemake  # noqa: F821
+        stage.run_snakemake(smk, lambda: build_reference(smk.wildcards.dataset, smk.params.dataset, smk.output[0]))
+    else:
+        sys.exit(main())

@@ -1,0 +1,73 @@
+"""What every stage script shares: run under Snakemake (a `snakemake` object) or from the
+command line, log to the rule's log file, pick the device, turn user mistakes into one line."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from typing import Callable, Iterator
+
+import torch
+
+from neon_steps import config as neon_config
+
+
+class NeonError(Exception):
+    """A user mistake (a missing file, a bad value): reported as one line, never a traceback."""
+
+
+def device() -> torch.device:
+    """The GPU when one is visible, the CPU otherwise."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def logged(log_path: str | None) -> Iterator[None]:
+    """Send stdout/stderr (progress bars included) to the rule's log; exit 1 with one line on a
+    user mistake."""
+    stream = open(log_path, "a", buffering=1) if log_path else None
+    saved = sys.stdout, sys.stderr
+    if stream:
+        sys.stdout = sys.stderr = stream
+    start = time.time()
+    try:
+        yield
+        print(f"done in {time.time() - start:.1f} s", file=sys.stderr)
+    except (NeonError, neon_config.ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.stdout, sys.stderr = saved
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        sys.stdout, sys.stderr = saved
+        if stream:
+            stream.close()
+
+
+def configure_torch(threads: int) -> None:
+    torch.set_num_threads(max(1, threads))
+
+
+def run_snakemake(smk, body: Callable[[], None]) -> None:
+    configure_torch(smk.threads)
+    with logged(smk.log[0] if smk.log else None):
+        body()
+
+
+def model_parser(description: str) -> argparse.ArgumentParser:
+    """A command line for one stage of one model of a workflow config."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default="config.yaml", help="workflow config (default: config.yaml)")
+    parser.add_argument("--model", required=True, help="model name in the config's `models`")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--log", default=None, help="log file (default: the terminal)")
+    return parser
+
+
+def model_from_args(args: argparse.Namespace) -> dict:
+    configure_torch(args.threads)
+    try:
+        return neon_config.model_spec(neon_config.load(args.config), args.model)
+    except (OSError, neon_config.ConfigError) as err:
+        raise SystemExit(f"error: {err}") from None

@@ -1,0 +1,121 @@
+"""The training loop shared by base training and Neon's fine-tuning.
+
+Every step's data and noise come from generators seeded by (seed, step), and the learning rate is
+a function of images seen, so training to B in one go or in segments gives the same bits.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import torch
+from tqdm import tqdm
+
+from neon_steps.io import load_metadata, load_tensors, save_tensors
+from neon_steps.models import Adapter
+from neon_steps.seeding import generator
+
+
+@dataclass(frozen=True)
+class Recipe:
+    lr: float
+    batch_size: int
+    seed: int = 0
+    warmup_images: int = 0            # linear warm-up to lr over this many images
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "Recipe":
+        fields = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
+        if "betas" in fields:
+            fields["betas"] = tuple(fields["betas"])
+        return cls(**fields)
+
+    def lr_at(self, images_seen: int) -> float:
+        if self.warmup_images <= 0:
+            return self.lr
+        return self.lr * min(1.0, (images_seen + self.batch_size) / self.warmup_images)
+
+
+def steps_for(images: float, batch_size: int) -> int:
+    return math.ceil(round(images) / batch_size)
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Rows of step `step` in an endless stream of per-epoch permutations of n rows."""
+    if batch_size >= n:
+        return torch.arange(n)
+    start, stop = step * batch_size, (step + 1) * batch_size
+    rows = []
+    for epoch in range(start // n, (stop - 1) // n + 1):
+        perm = torch.randperm(n, generator=generator(seed, "epoch", epoch))
+        lo, hi = max(start - epoch * n, 0), min(stop - epoch * n, n)
+        rows.append(perm[lo:hi])
+    return torch.cat(rows)
+
+
+class Trainer:
+    """Adam on an adapter's loss; `state` is everything needed to continue bit for bit."""
+
+    def __init__(self, adapter: Adapter, recipe: Recipe):
+        self.adapter, self.recipe = adapter, recipe
+        params = [p for p in adapter.net.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=recipe.lr, betas=recipe.betas,
+                                          weight_decay=recipe.weight_decay)
+        self.step = 0
+
+    @property
+    def images_seen(self) -> int:
+        return self.step * self.recipe.batch_size
+
+    def train(self, data: torch.Tensor, labels: torch.Tensor | None, until_step: int,
+              desc: str = "training") -> list[float]:
+        net, recipe = self.adapter.net, self.recipe
+        net.train()
+        losses = []
+        for _ in tqdm(range(self.step, until_step), desc=desc, unit="step", mininterval=5):
+            rows = batch_indices(self.step, len(data), recipe.batch_size, recipe.seed)
+            for group in self.optimizer.param_groups:
+                group["lr"] = recipe.lr_at(self.images_seen)
+            loss = self.adapter.loss(data[rows], generator(recipe.seed, "step", self.step),
+                                     None if labels is None else labels[rows])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            self.step += 1
+        return losses
+
+    # -- resumable state: weights + optimizer moments + step, one safetensors file -------------
+    def save_state(self, path, metadata: Mapping[str, Any] | None = None) -> None:
+        tensors = {f"net.{k}": v for k, v in self.adapter.state_dict().items()}
+        optim = self.optimizer.state_dict()
+        for index, slots in optim["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
+        meta = {"step": self.step, "images_seen": self.images_seen, "recipe": asdict(self.recipe),
+                "param_groups": optim["param_groups"], **(metadata or {})}
+        save_tensors(path, tensors, meta)
+
+    def load_state(self, path) -> None:
+        tensors, meta = load_tensors(path), load_metadata(path)
+        self.adapter.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in tensors.items():
+            if name.startswith("optim."):
+                _, index, key = name.split(".", 2)
+                state.setdefault(int(index), {})[key] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        self.step = int(meta["step"])
+
+
+def weights_from_state(path) -> dict[str, torch.Tensor]:
+    return {k[4:]: v for k, v in load_tensors(path).items() if k.startswith("net.")}
+
+
+def is_state(path) -> bool:
+    """A resumable training state (as opposed to bare weights)."""
+    return "param_groups" in load_metadata(path)

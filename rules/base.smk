@@ -1,0 +1,32 @@
+rule reference:
+    output:
+        out("reference/{dataset}.safetensors"),
+    params:
+        dataset=lambda wc: DATASETS[wc.dataset],
+    log:
+        log("reference", "{dataset}"),
+    benchmark:
+        bench("reference", "{dataset}")
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    script:
+        "../neon_steps/reference.py"
+
+
+rule base:
+    output:
+        out("{model}/base.safetensors"),
+    params:
+        model=lambda wc: model_spec(wc.model, "base"),
+    log:
+        log("base", "{model}"),
+    benchmark:
+        bench("base", "{model}")
+    threads: 1
+    resources:
+        runtime=240,
+        mem_mb=8000,
+        gpu=1,
+    script:
+        "../neon_steps/base.py"

@@ -1,0 +1,82 @@
+import re
+import sys
+
+from snakemake.utils import validate
+
+# The workflow imports its own package; put the checkout first so a stale install never shadows it.
+sys.path.insert(0, workflow.basedir)
+from neon_steps import config as neon_config  # noqa: E402
+
+try:
+    config["models"] = neon_config.resolve_models(config["models"])
+    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    neon_config.check_models(config["models"], config["datasets"])
+except neon_config.ConfigError as err:
+    raise WorkflowError(f"config: {err}") from None
+
+MODELS = config["models"]
+DATASETS = config["datasets"]
+fmt = neon_config.fmt
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    dataset="|".join(map(re.escape, DATASETS)),
+    S=r"[0-9]+",
+    B=neon_config.NUMBER,
+    w=neon_config.NUMBER,
+    gamma=neon_config.NUMBER,
+
+
+# -- paths ------------------------------------------------------------------------------------
+RESULTS = config.get("results", "results")
+
+
+def out(path):
+    return f"{RESULTS}/{path}"
+
+
+def model_spec(model, *sections):
+    """The parts of a model's config one stage depends on (its `params`): changing any other
+    part does not rerun that stage."""
+    spec = MODELS[model]
+    return {
+        "name": model,
+        "adapter": spec["adapter"],
+        "arch": spec.get("arch", {}),
+        "guidance": spec.get("guidance", False),
+        "dataset_spec": DATASETS[spec["dataset"]],
+        **{section: spec[section] for section in sections},
+    }
+
+
+def finetune_start(wildcards):
+    """A budget segment starts from the previous budget's state, the first from the base."""
+    budgets = neon_config.budgets(MODELS[wildcards.model])
+    index = [fmt(b) for b in budgets].index(wildcards.B)
+    if index == 0:
+        return out(f"{wildcards.model}/base.safetensors")
+    return out(f"{wildcards.model}/S{wildcards.S}/finetune/B{fmt(budgets[index - 1])}.state.safetensors")
+
+
+def metric_files(model):
+    spec = MODELS[model]
+    return [
+        out(f"{model}/S{S}/B{fmt(B)}/w{fmt(w)}/g{fmt(g)}.json")
+        for S in neon_config.sizes(spec)
+        for B in neon_config.budgets(spec)
+        for w in neon_config.w_grid(spec)
+        for g in neon_config.gammas(spec)
+    ]
+
+
+def all_metric_files():
+    return [f for model in MODELS for f in metric_files(model)]
+
+
+def log(rule, name):
+    return out(f"logs/{rule}/{name}.log")
+
+
+def bench(rule, name):
+    return out(f"benchmarks/{rule}/{name}.tsv")

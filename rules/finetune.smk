@@ -1,0 +1,36 @@
+rule finetune:
+    input:
+        synthetic=out("{model}/S{S}/synthetic.safetensors"),
+        start=finetune_start,
+    output:
+        out("{model}/S{S}/finetune/B{B}.state.safetensors"),
+    params:
+        model=lambda wc: model_spec(wc.model, "finetune"),
+    log:
+        log("finetune", "{model}/S{S}/B{B}"),
+    benchmark:
+        bench("finetune", "{model}/S{S}/B{B}")
+    threads: 1
+    resources:
+        runtime=240,
+        mem_mb=8000,
+        gpu=1,
+    script:
+        "../neon_steps/finetune.py"
+
+
+rule ckpt:
+    input:
+        out("{model}/S{S}/finetune/B{B}.state.safetensors"),
+    output:
+        out("{model}/S{S}/ckpt/B{B}.safetensors"),
+    log:
+        log("ckpt", "{model}/S{S}/B{B}"),
+    benchmark:
+        bench("ckpt", "{model}/S{S}/B{B}")
+    threads: 1
+    resources:
+        runtime=30,
+        mem_mb=8000,
+    script:
+        "../neon_steps/ckpt.py"

@@ -1,0 +1,18 @@
+rule sample:
+    input:
+        base=out("{model}/base.safetensors"),
+    output:
+        out("{model}/S{S}/synthetic.safetensors"),
+    params:
+        model=lambda wc: model_spec(wc.model, "synthetic"),
+    log:
+        log("sample", "{model}/S{S}"),
+    benchmark:
+        bench("sample", "{model}/S{S}")
+    threads: 1
+    resources:
+        runtime=240,
+        mem_mb=8000,
+        gpu=1,
+    script:
+        "../neon_steps/sample.py"
