@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The embedded default, unless the command line names another experiment (--configfile): a
+# config is one whole experiment, not a patch over the default's models.
+if "models" not in config:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

@@ -99,6 +99,17 @@ def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> 
             raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
 
 
+def validate(config: Mapping, schema_path: str | Path) -> None:
+    """Check a config against the JSON schema; the first error, as one line naming its field."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ConfigError(f"{field}: {error.message}")
+
+
 def load(path: str | Path) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)

@@ -15,5 +15,7 @@ rule aggregate:
     resources:
         runtime=10,
         mem_mb=4000,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/aggregate.py"

@@ -10,6 +10,8 @@ rule reference:
     resources:
         runtime=30,
         mem_mb=4000,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/reference.py"
 
@@ -18,7 +20,7 @@ rule base:
     output:
         out("{model}/base.safetensors"),
     params:
-        model=lambda wc: model_spec(wc.model, "base"),
+        model=lambda wc: model_spec(wc.model, "base", dataset=True),
     log:
         log("base", "{model}"),
     benchmark:
@@ -28,5 +30,7 @@ rule base:
         runtime=240,
         mem_mb=8000,
         gpu=1,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/base.py"

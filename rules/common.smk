@@ -1,15 +1,20 @@
+import os
 import re
 import sys
 
 from snakemake.utils import validate
 
-# The workflow imports its own package; put the checkout first so a stale install never shadows it.
+# Every job imports this checkout's neon_steps, installed or not, in any environment (a conda
+# env of envs/, a SLURM node): put it first on the path of this process and of every job.
 sys.path.insert(0, workflow.basedir)
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 from neon_steps import config as neon_config  # noqa: E402
 
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:
-    config["models"] = neon_config.resolve_models(config["models"])
-    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    config["models"] = neon_config.resolve_models(config.get("models") or {})
+    neon_config.validate(config, SCHEMA)  # one line naming the field, before snakemake's own
+    validate(config, SCHEMA)  # fills in the schema's defaults
     neon_config.check_models(config["models"], config["datasets"])
 except neon_config.ConfigError as err:
     raise WorkflowError(f"config: {err}") from None
@@ -36,8 +41,13 @@ def out(path):
     return f"{RESULTS}/{path}"
 
 
-def model_spec(model, *sections):
-    """The parts of a model's config one stage depends on (its `params`): changing any other
+# Grids name which jobs exist; they are not settings of any one job, so they stay out of `params`
+# (adding a w must not rerun the other w's evaluations).
+GRID_KEYS = {"synthetic": {"sizes"}, "finetune": {"budgets"}, "evaluate": {"w", "gamma"}}
+
+
+def model_spec(model, *sections, dataset=False):
+    """The parts of a model's config one stage depends on, for its `params`: changing any other
     part does not rerun that stage."""
     spec = MODELS[model]
     return {
@@ -45,8 +55,12 @@ def model_spec(model, *sections):
         "adapter": spec["adapter"],
         "arch": spec.get("arch", {}),
         "guidance": spec.get("guidance", False),
-        "dataset_spec": DATASETS[spec["dataset"]],
-        **{section: spec[section] for section in sections},
+        # The reference settings belong to the `reference` rule alone.
+        **({"dataset_spec": {k: v for k, v in DATASETS[spec["dataset"]].items() if k != "reference"}} if dataset else {}),
+        **{
+            section: {k: v for k, v in spec[section].items() if k not in GRID_KEYS.get(section, ())}
+            for section in sections
+        },
     }
 
 

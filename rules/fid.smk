@@ -5,7 +5,7 @@ rule fid:
     output:
         out("{model}/S{S}/B{B}/w{w}/g{gamma}.json"),
     params:
-        model=lambda wc: model_spec(wc.model, "evaluate"),
+        model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
     log:
         log("fid", "{model}/S{S}/B{B}/w{w}/g{gamma}"),
     benchmark:
@@ -17,5 +17,7 @@ rule fid:
         runtime=60,
         mem_mb=8000,
         gpu=1,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/fid.py"

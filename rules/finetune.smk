@@ -15,6 +15,8 @@ rule finetune:
         runtime=240,
         mem_mb=8000,
         gpu=1,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/finetune.py"
 
@@ -32,5 +34,7 @@ rule ckpt:
     resources:
         runtime=30,
         mem_mb=8000,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/ckpt.py"

@@ -17,5 +17,7 @@ rule merge:
     resources:
         runtime=30,
         mem_mb=8000,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/merge.py"

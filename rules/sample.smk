@@ -14,5 +14,7 @@ rule sample:
         runtime=240,
         mem_mb=8000,
         gpu=1,
+    conda:
+        "../envs/neon.yaml"
     script:
         "../neon_steps/sample.py"

@@ -1,0 +1,60 @@
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(workdir: Path, *args: str, config: Path = TINY, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in `workdir` (results and .snakemake land there)."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(config)]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(workdir: Path, config: Path = TINY) -> list[tuple[str, dict[str, str]]]:
+    """The jobs a dry run would run: (rule, wildcards) for each."""
+    proc = snakemake(workdir, "--dry-run", config=config)
+    jobs = []
+    for block in re.split(r"\n(?=\s*(?:local)?rule \S+:)", proc.stdout):
+        match = re.match(r"\s*(?:local)?rule (\S+):", block)
+        if not match:
+            continue
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        pairs = dict(item.split("=", 1) for item in wildcards.group(1).split(", ")) if wildcards else {}
+        jobs.append((match.group(1), pairs))
+    return jobs
+
+
+def edited_config(tmp_path: Path, edit, source: Path = TINY) -> Path:
+    """A copy of a config with `edit(config_dict)` applied."""
+    config = yaml.safe_load(source.read_text())
+    edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The tiny config run end to end once per test session; its working directory."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.fixture
+def tiny_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny run (results and snakemake's records), for tests that change it."""
+    workdir = tmp_path / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    return workdir

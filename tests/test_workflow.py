@@ -1,0 +1,79 @@
+"""The workflow end to end on the tiny config, and which jobs a change makes stale."""
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, edited_config, planned_jobs, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_run_writes_the_tables_and_figure(tiny_run):
+    sweep = pd.read_csv(tiny_run / "results/tables/sweep.csv")
+    for column in ["model", "family", "S", "B", "w", "gamma", "fid", "precision", "recall", "n", "nfe"]:
+        assert column in sweep.columns
+    # ddpm: 2 budgets x w in {-0.5, 0, 0.5}; ar: 1 budget x 3 w.
+    assert sorted(sweep.groupby("model").size().items()) == [("ar", 3), ("ddpm", 6)]
+    assert set(sweep.w) == {-0.5, 0.0, 0.5}
+    assert sweep.fid.notna().all() and (sweep.fid >= 0).all()
+    assert sweep.precision.between(0, 1).all() and sweep.recall.between(0, 1).all()
+    # w = 0 is the base, evaluated on the same draw for every budget: identical scores.
+    base = sweep[(sweep.model == "ddpm") & (sweep.w == 0)]
+    assert base.fid.nunique() == 1
+
+    table = pd.read_csv(tiny_run / "results/tables/table_a1.csv")
+    assert list(table.model) == ["ar", "ddpm"]
+    for column in ["model", "family", "nfe", "fid_base", "fid_neon", "w", "gamma", "B", "S", "extra_compute_pct"]:
+        assert column in table.columns
+    ddpm = table.set_index("model").loc["ddpm"]
+    assert ddpm.fid_neon <= ddpm.fid_base
+    assert ddpm.fid_base == base.fid.iloc[0]
+    assert ddpm.nfe == 10 and ddpm.family == "diffusion"
+    assert math.isclose(ddpm.extra_compute_pct, 100 * ddpm.B / 0.05)
+
+    png = (tiny_run / "results/figures/fid_vs_w.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_nothing_to_do_right_after_a_run(tiny_run):
+    assert planned_jobs(tiny_run) == []
+
+
+def test_adding_a_w_runs_only_its_merge_and_fid(tiny_copy, tmp_path):
+    config = edited_config(tmp_path, lambda c: c["models"]["ddpm"]["evaluate"]["w"].append(0.25))
+    jobs = planned_jobs(tiny_copy, config)
+    rules = sorted(rule for rule, _ in jobs)
+    assert rules == ["aggregate", "all", "fid", "fid", "merge", "merge"]  # one per budget
+    assert {wc["w"] for rule, wc in jobs if rule in ("merge", "fid")} == {"0.25"}
+
+
+def test_changing_the_finetune_lr_reruns_finetune_and_after_only(tiny_copy, tmp_path):
+    config = edited_config(tmp_path, lambda c: c["models"]["ddpm"]["finetune"].update(lr=2e-4))
+    jobs = planned_jobs(tiny_copy, config)
+    rules = {rule for rule, _ in jobs}
+    assert rules == {"finetune", "ckpt", "merge", "fid", "aggregate", "all"}
+    assert {wc["model"] for _, wc in jobs if wc} == {"ddpm"}
+    assert sum(rule == "finetune" for rule, _ in jobs) == 2
+
+
+def test_adding_a_budget_trains_one_more_segment(tiny_copy, tmp_path):
+    config = edited_config(tmp_path, lambda c: c["models"]["ddpm"]["finetune"]["budgets"].append(0.02))
+    jobs = planned_jobs(tiny_copy, config)
+    assert [wc["B"] for rule, wc in jobs if rule == "finetune"] == ["0.02"]
+    assert {rule for rule, _ in jobs} == {"finetune", "ckpt", "merge", "fid", "aggregate", "all"}
+
+
+def test_a_wrong_field_gets_one_line_naming_it(tmp_path):
+    config = edited_config(tmp_path, lambda c: c["models"]["ddpm"]["finetune"].update(lr="fast"))
+    proc = snakemake(tmp_path, "--dry-run", config=config, check=False)
+    assert proc.returncode != 0
+    assert "config: models.ddpm.finetune.lr: 'fast' is not of type 'number'" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_missing_dataset_is_named(tmp_path):
+    config = edited_config(tmp_path, lambda c: c["models"]["ar"].update(dataset="mnist"))
+    proc = snakemake(tmp_path, "--dry-run", config=config, check=False)
+    assert proc.returncode != 0
+    assert "models.ar.dataset: no dataset named 'mnist'" in proc.stdout + proc.stderr
