@@ -1,0 +1,54 @@
+"""Training in budget segments gives the same bits as training in one go."""
+import torch
+
+from neon_steps.models import load_adapter
+from neon_steps.training import Recipe, Trainer, batch_indices, is_state, weights_from_state
+
+SPEC = {"adapter": "toy-diffusion", "arch": {"hidden": 16, "layers": 2, "timesteps": 100}}
+
+
+def fresh():
+    torch.manual_seed(0)
+    return load_adapter(SPEC)
+
+
+def test_segments_resume_bit_for_bit(tmp_path):
+    data = torch.randn(300, 2)
+    recipe = Recipe(lr=1e-3, batch_size=64, seed=5, warmup_images=500)
+
+    straight = Trainer(fresh(), recipe)
+    straight.train(data, None, 20)
+
+    first = Trainer(fresh(), recipe)
+    first.train(data, None, 7)
+    first.save_state(tmp_path / "B1.state.safetensors")
+    second = Trainer(fresh(), recipe)
+    second.load_state(tmp_path / "B1.state.safetensors")
+    assert second.step == 7 and second.images_seen == 7 * 64
+    second.train(data, None, 20)
+
+    for name, value in straight.adapter.state_dict().items():
+        assert torch.equal(value, second.adapter.state_dict()[name]), name
+
+
+def test_state_files_hold_weights_and_know_what_they_are(tmp_path):
+    trainer = Trainer(fresh(), Recipe(lr=1e-3, batch_size=8))
+    trainer.train(torch.randn(16, 2), None, 2)
+    trainer.save_state(tmp_path / "s.safetensors")
+    trainer.adapter.save(tmp_path / "w.safetensors")
+    assert is_state(tmp_path / "s.safetensors") and not is_state(tmp_path / "w.safetensors")
+    weights = weights_from_state(tmp_path / "s.safetensors")
+    assert weights.keys() == trainer.adapter.state_dict().keys()
+
+
+def test_batches_cover_each_row_once_per_epoch():
+    rows = torch.cat([batch_indices(step, 10, 4, seed=1) for step in range(5)])  # 20 rows = 2 epochs
+    assert sorted(rows[:10].tolist()) == list(range(10)) and sorted(rows[10:].tolist()) == list(range(10))
+    assert torch.equal(batch_indices(3, 10, 4, seed=1), batch_indices(3, 10, 4, seed=1))
+    assert torch.equal(batch_indices(0, 10, 20, seed=1), torch.arange(10))  # full batch
+
+
+def test_warmup_is_linear_in_images_seen():
+    recipe = Recipe(lr=1.0, batch_size=10, warmup_images=100)
+    assert [recipe.lr_at(i) for i in (0, 40, 90, 500)] == [0.1, 0.5, 1.0, 1.0]
+    assert Recipe(lr=0.3, batch_size=10).lr_at(0) == 0.3
