@@ -18,7 +18,8 @@ import pandas as pd  # noqa: E402
 from neon_steps import stage  # noqa: E402
 from neon_steps.io import atomic_path  # noqa: E402
 
-SWEEP_COLUMNS = ["model", "family", "S", "B", "w", "gamma", "fid", "precision", "recall", "n", "prc_n", "nfe", "seconds"]
+# No timings: two runs of the same config give the same bytes.
+SWEEP_COLUMNS = ["model", "family", "S", "B", "w", "gamma", "fid", "precision", "recall", "n", "prc_n", "nfe"]
 
 
 def sweep_table(metric_files: Sequence[str]) -> pd.DataFrame:

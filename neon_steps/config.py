@@ -99,15 +99,34 @@ def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> 
             raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
 
 
-def validate(config: Mapping, schema_path: str | Path) -> None:
-    """Check a config against the JSON schema; the first error, as one line naming its field."""
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def validate(config: dict, schema_path: str | Path = SCHEMA) -> None:
+    """Check a config against the JSON schema, filling in the schema's defaults; the first error
+    is raised as one line naming its field."""
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigError(f"{field}: {error.message}")
+    _with_defaults(validator.__class__)(schema).validate(config)
+
+
+def _with_defaults(validator_class):
+    """A validator that also sets each missing property that has a schema default."""
+    import jsonschema
+
+    def set_defaults(validator, properties, instance, schema):
+        for name, subschema in properties.items():
+            if isinstance(instance, dict) and "default" in subschema:
+                instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from validator_class.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
 def load(path: str | Path) -> dict:
@@ -115,9 +134,12 @@ def load(path: str | Path) -> dict:
         return yaml.safe_load(f)
 
 
-def model_spec(config: Mapping, name: str) -> dict:
-    """One model's resolved section, with its dataset attached, for stage command lines."""
-    models = resolve_models(config["models"])
-    if name not in models:
-        raise ConfigError(f"models: no model named {name!r} (have: {', '.join(models)})")
-    return {**models[name], "dataset_spec": config["datasets"][models[name]["dataset"]]}
+def model_spec(config: dict, name: str) -> dict:
+    """One model's resolved and validated section, with its dataset attached, for stage command
+    lines (the workflow builds the same from its own validated config)."""
+    config["models"] = resolve_models(config.get("models") or {})
+    validate(config)
+    check_models(config["models"], config["datasets"])
+    if name not in config["models"]:
+        raise ConfigError(f"models: no model named {name!r} (have: {', '.join(config['models'])})")
+    return {**config["models"][name], "dataset_spec": config["datasets"][config["models"][name]["dataset"]]}

@@ -3,12 +3,13 @@
 Every (w, γ) point of a model draws with the same seed and labels (common random numbers), so
 differences between points are differences between models, not between draws."""
 
+import shutil
 import sys
 import time
 from typing import Any, Mapping
 
 from neon_steps import metrics, stage
-from neon_steps.io import load_tensors, write_json
+from neon_steps.io import file_identity, fingerprint, load_tensors, write_json
 from neon_steps.models import load_adapter
 from neon_steps.sampling import balanced_labels, draw
 
@@ -27,7 +28,9 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     kappa = evaluation_kappa(model, point["gamma"])
     n = settings["n"]
     labels = balanced_labels(n, adapter.num_classes, settings["seed"]) if adapter.conditional else None
-    samples = draw(adapter, n, settings["seed"], kappa, settings["shard_size"], labels, desc="evaluation")
+    shards = f"{out}.shards"  # finished shards survive a killed job
+    samples = draw(adapter, n, settings["seed"], kappa, settings["shard_size"], labels, desc="evaluation",
+                   resume_dir=shards, fingerprint=fingerprint([file_identity(weights), settings, kappa]))
     feats = metrics.features(model["dataset_spec"], samples)
     ref = load_tensors(reference)
     scores = metrics.score(feats, ref, prc=False)
@@ -37,6 +40,7 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
         "model": model["name"], "family": adapter.family, **point, **scores,
         "n": n, "prc_n": prc_n, "nfe": adapter.nfe(kappa), "seconds": round(time.time() - start, 3),
     })
+    shutil.rmtree(shards)
 
 
 def main(argv=None) -> int:

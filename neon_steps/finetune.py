@@ -5,17 +5,23 @@ import sys
 from typing import Any, Mapping
 
 from neon_steps import stage
-from neon_steps.io import load_tensors
+from neon_steps.io import file_identity, fingerprint, load_tensors
 from neon_steps.models import load_adapter
-from neon_steps.training import Recipe, Trainer, is_state, steps_for
+from neon_steps.training import Recipe, ResumePoint, Trainer, is_state, steps_for
 
 
 def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, start: str, out: str) -> None:
-    """Train to `budget` Mi images seen; `start` is a base weights file or a previous state."""
-    recipe = Recipe.from_config(model["finetune"])
+    """Train to `budget` Mi images seen; `start` is a base weights file or a previous state.
+    A resume point beside `out` lets a killed job continue where it was."""
+    settings = model["finetune"]
+    recipe = Recipe.from_config(settings)
     adapter = load_adapter(model, device=stage.device())
     trainer = Trainer(adapter, recipe)
-    if is_state(start):
+    resume = ResumePoint(f"{out}.resume", fingerprint([recipe, budget, file_identity(start), file_identity(synthetic)]),
+                         settings.get("save_every_images"), settings.get("save_every_minutes"))
+    if resume.restore(trainer):
+        print(f"finetune: resuming at {trainer.images_seen} images from {resume.path}", file=sys.stderr)
+    elif is_state(start):
         trainer.load_state(start)
     else:
         adapter.load(start)
@@ -25,10 +31,11 @@ def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, st
         raise stage.NeonError(f"finetune: budget {budget} Mi is below the starting state's {trainer.images_seen} images")
     samples = S["samples"].to(adapter.device)
     labels = S["labels"].to(adapter.device) if "labels" in S else None
-    losses = trainer.train(samples, labels, until, desc=f"finetune to B={budget}")
+    losses = trainer.train(samples, labels, until, desc=f"finetune to B={budget}", after_step=resume)
     if losses:
         print(f"finetune: steps {until - len(losses)}..{until}, loss {losses[0]:.4f} -> {losses[-1]:.4f}", file=sys.stderr)
     trainer.save_state(out, {"model": model["name"], "budget_mi": budget})
+    resume.clear()
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@ temporary file beside its target and is renamed into place only once it is whole
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -64,3 +65,14 @@ def load_metadata(path: str | os.PathLike) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
+
+
+def file_identity(path: str | os.PathLike) -> dict:
+    """Cheap identity of an input file (size and modification time): a regenerated input no
+    longer matches what a resumable partial result was computed from."""
+    stat = Path(path).stat()
+    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 from tqdm import tqdm
@@ -72,7 +74,7 @@ class Trainer:
         return self.step * self.recipe.batch_size
 
     def train(self, data: torch.Tensor, labels: torch.Tensor | None, until_step: int,
-              desc: str = "training") -> list[float]:
+              desc: str = "training", after_step: Callable[["Trainer"], None] | None = None) -> list[float]:
         net, recipe = self.adapter.net, self.recipe
         net.train()
         losses = []
@@ -87,6 +89,8 @@ class Trainer:
             self.optimizer.step()
             losses.append(loss.item())
             self.step += 1
+            if after_step is not None:
+                after_step(self)
         return losses
 
     # -- resumable state: weights + optimizer moments + step, one safetensors file -------------
@@ -119,3 +123,35 @@ def weights_from_state(path) -> dict[str, torch.Tensor]:
 def is_state(path) -> bool:
     """A resumable training state (as opposed to bare weights)."""
     return "param_groups" in load_metadata(path)
+
+
+class ResumePoint:
+    """A training state saved beside a job's output every so often, so that a killed job (time
+    limit, preemption, Ctrl-C) started again loses at most one interval. It belongs to one set of
+    inputs and settings (its fingerprint); a stale one is discarded, never resumed from."""
+
+    def __init__(self, path, fingerprint: str, every_images: int | None = None,
+                 every_minutes: float | None = None):
+        self.path, self.fingerprint = Path(path), fingerprint
+        self.every_images, self.every_seconds = every_images, (every_minutes or 0) * 60 or None
+        self._saved_images, self._saved_time = 0, time.monotonic()
+
+    def restore(self, trainer: Trainer) -> bool:
+        if not self.path.exists():
+            return False
+        if load_metadata(self.path).get("fingerprint") != self.fingerprint:
+            self.path.unlink()
+            return False
+        trainer.load_state(self.path)
+        self._saved_images = trainer.images_seen
+        return True
+
+    def __call__(self, trainer: Trainer) -> None:
+        due_images = self.every_images and trainer.images_seen - self._saved_images >= self.every_images
+        due_time = self.every_seconds and time.monotonic() - self._saved_time >= self.every_seconds
+        if due_images or due_time:
+            trainer.save_state(self.path, {"fingerprint": self.fingerprint})
+            self._saved_images, self._saved_time = trainer.images_seen, time.monotonic()
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)

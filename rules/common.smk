@@ -14,7 +14,7 @@ SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 try:
     config["models"] = neon_config.resolve_models(config.get("models") or {})
     neon_config.validate(config, SCHEMA)  # one line naming the field, before snakemake's own
-    validate(config, SCHEMA)  # fills in the schema's defaults
+    validate(config, SCHEMA)
     neon_config.check_models(config["models"], config["datasets"])
 except neon_config.ConfigError as err:
     raise WorkflowError(f"config: {err}") from None
@@ -41,9 +41,14 @@ def out(path):
     return f"{RESULTS}/{path}"
 
 
-# Grids name which jobs exist; they are not settings of any one job, so they stay out of `params`
-# (adding a w must not rerun the other w's evaluations).
-GRID_KEYS = {"synthetic": {"sizes"}, "finetune": {"budgets"}, "evaluate": {"w", "gamma"}}
+# Settings that do not change what any one job computes stay out of `params`: grids name which
+# jobs exist (adding a w must not rerun the other w's evaluations), save intervals only decide
+# how much a killed job loses.
+NOT_IN_PARAMS = {
+    "synthetic": {"sizes"},
+    "finetune": {"budgets", "save_every_images", "save_every_minutes"},
+    "evaluate": {"w", "gamma"},
+}
 
 
 def model_spec(model, *sections, dataset=False):
@@ -58,7 +63,7 @@ def model_spec(model, *sections, dataset=False):
         # The reference settings belong to the `reference` rule alone.
         **({"dataset_spec": {k: v for k, v in DATASETS[spec["dataset"]].items() if k != "reference"}} if dataset else {}),
         **{
-            section: {k: v for k, v in spec[section].items() if k not in GRID_KEYS.get(section, ())}
+            section: {k: v for k, v in spec[section].items() if k not in NOT_IN_PARAMS.get(section, ())}
             for section in sections
         },
     }
