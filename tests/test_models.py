@@ -46,7 +46,7 @@ def test_save_load_round_trip_is_exact(spec, tmp_path):
 def test_buffers_are_not_mergeable():
     ddpm, ar = load_adapter(DDPM), load_adapter(AR)
     assert not ddpm.mergeable("alpha_bar") and not ar.mergeable("centers")
-    assert ddpm.mergeable("mlp.0.weight") and ar.mergeable("prior_logits")
+    assert ddpm.mergeable("mlp.0.weight") and ar.mergeable("logits.0.bias")
     assert not ddpm.mergeable("no.such.tensor")
 
 
@@ -66,8 +66,9 @@ def test_score_scale_and_temperature_move_the_spread_the_right_way():
     narrow, wide = (ddpm.sample(4000, gen(), {"steps": 10, "zeta": z}) for z in (1.1, 0.9))
     assert spread(narrow) < spread(wide)
     ar = load_adapter(AR)
-    with torch.no_grad():
-        ar.net.prior_logits.copy_(-0.5 * ar.net.centers**2)  # a peaked p(x1)
+    with torch.no_grad():  # a peaked p(x1)
+        ar.net.logits[-1].weight.zero_()
+        ar.net.logits[-1].bias.copy_(-0.5 * ar.net.centers**2)
     cold, hot = (ar.sample(4000, gen(), {"tau": t}) for t in (0.5, 1.6))
     assert cold[:, 0].var() < hot[:, 0].var()
 
