@@ -1,0 +1,141 @@
+"""The workflow through `--profile profiles/slurm` on a real (single-node) SLURM cluster.
+
+Needs root on Debian 12: scripts/slurm/start-cluster.sh installs and starts SLURM, munge,
+slurmdbd and MariaDB on this machine, and stop-cluster.sh stops them after the tests.
+Opt in with NEON_TEST_SLURM=1. One workflow run serves all tests here; during it one sample
+or finetune job is cancelled with scancel, which the profile's retries must absorb.
+"""
+import math
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+import slurm_cluster
+from conftest import TINY
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(os.environ.get("NEON_TEST_SLURM") != "1", reason="set NEON_TEST_SLURM=1 (root, Debian)"),
+]
+
+REPO = slurm_cluster.REPO
+PROFILE = REPO / "profiles" / "slurm"
+GPU_RULES = {"base", "sample", "finetune", "fid"}
+GROUP = "evaluate"  # merge and fid of one (w) point
+WORKFLOW = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(TINY),
+            "--profile", str(PROFILE)]
+# What the test cluster changes in the profile: first status check after 2 s, not 40 (the jobs
+# take seconds), and keep the SLURM log of every job, to see which workflow jobs each one ran.
+TEST_CLUSTER = ["--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs"]
+RUN_TIMEOUT_S = 480
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        slurm_cluster.start()
+        yield
+    finally:
+        slurm_cluster.stop()
+
+
+class SlurmRun:
+    """One run of the workflow through the profile: its output, its jobs as SLURM accounted them."""
+
+    def __init__(self, workdir: Path, planned, log: str, cancelled: int | None):
+        self.workdir, self.planned, self.log, self.cancelled = workdir, planned, log, cancelled
+        self.run_id = slurm_cluster.run_id(log)
+        self.submitted = slurm_cluster.submissions(log)
+        self.jobs = slurm_cluster.accounted_jobs(self.run_id)
+
+    def ran_in(self, job: slurm_cluster.SlurmJob):
+        """The workflow jobs that SLURM job ran, from its SLURM log."""
+        return slurm_cluster.executed_jobs(self.submitted[job.id].read_text())
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
+    workdir = tmp_path_factory.mktemp("slurm")
+    dry_run = subprocess.run([*WORKFLOW, "-d", str(workdir), "--dry-run"], capture_output=True, text=True)
+    assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
+    log_file = workdir / "snakemake.log"
+    canceller = slurm_cluster.JobCanceller(log_file, prefixes=("rule_sample_", "rule_finetune_"))
+    canceller.start()
+    started = time.monotonic()
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen([*WORKFLOW, *TEST_CLUSTER, "-d", str(workdir)], cwd=workdir, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            returncode = proc.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # snakemake cancels its SLURM jobs on the way out
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            returncode = None
+        finally:
+            canceller.finished.set()
+            canceller.join()
+    output = log_file.read_text()
+    assert returncode == 0, f"snakemake --profile slurm: exit {returncode} after {time.monotonic() - started:.0f} s\n{output[-6000:]}"
+    return SlurmRun(workdir, slurm_cluster.planned_jobs(dry_run.stdout), output, canceller.cancelled)
+
+
+def test_every_non_local_job_ran_as_a_slurm_job(slurm_run):
+    # Every submission is in SLURM's accounting, as a job of this run.
+    assert {job.id for job in slurm_run.jobs} == set(slurm_run.submitted)
+    local = slurm_cluster.executed_jobs(slurm_run.log)
+    assert sorted(rule for rule, _ in local) == ["aggregate", "all"]
+    in_slurm = []
+    for job in slurm_run.jobs:
+        if job.state != "COMPLETED":
+            continue
+        ran = slurm_run.ran_in(job)
+        rules = sorted({rule for rule, _ in ran})
+        if len(ran) == 1:
+            rule, wildcards = ran[0]
+            values = "_".join(value for _, value in wildcards)
+            assert job.comment == f"rule_{rule}" + (f"_wildcards_{values}" if values else "")
+        else:
+            # merge and fid of several (w) points, batched by the profile's group-components
+            assert rules == ["fid", "merge"] and job.comment == f"rule_{GROUP}_fid_merge"
+        in_slurm += ran
+    # The planned jobs, each run once: in SLURM, or here if local.
+    assert Counter(in_slurm) + Counter(local) == Counter(slurm_run.planned)
+
+
+def test_gpu_rules_got_a_gpu_and_the_others_none(slurm_run):
+    completed = [job for job in slurm_run.jobs if job.state == "COMPLETED"]
+    for job in completed:
+        uses_gpu = any(rule in GPU_RULES for rule, _ in slurm_run.ran_in(job))
+        assert job.gpus == (1 if uses_gpu else 0), (job, slurm_run.ran_in(job))
+
+
+def test_evaluate_points_were_batched(slurm_run):
+    batch = yaml.safe_load((PROFILE / "config.yaml").read_text())["group-components"][GROUP]
+    points = sum(1 for rule, _ in slurm_run.planned if rule == "merge")
+    groups = [job for job in slurm_run.jobs if job.comment.startswith(f"rule_{GROUP}_")]
+    assert len(groups) == math.ceil(points / batch) < points
+
+
+def test_a_job_cancelled_mid_way_is_retried(slurm_run):
+    assert slurm_run.cancelled is not None, "no sample or finetune job was seen running"
+    cancelled = [job for job in slurm_run.jobs if job.state.startswith("CANCELLED")]
+    assert [job.id for job in cancelled] == [slurm_run.cancelled]
+    retries = [job for job in slurm_run.jobs if job.comment == cancelled[0].comment and job.id != cancelled[0].id]
+    assert [job.state for job in retries] == ["COMPLETED"]
+    assert retries[0].id > cancelled[0].id
+    assert cancelled[0].comment.startswith(("rule_sample_", "rule_finetune_"))
+
+
+def test_tables_match_a_local_run(slurm_run, tiny_run):
+    for table in ["results/tables/sweep.csv", "results/tables/table_a1.csv"]:
+        assert (slurm_run.workdir / table).read_text() == (tiny_run / table).read_text(), table
