@@ -337,17 +337,19 @@ def _size(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="neon-merge", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        prog="neon-merge", usage="%(prog)s BASE SELF_TRAINED --w W [W ...] --out OUT [OUT ...] [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Neon merge θ_r − w·(θ_s − θ_r) of two checkpoints, streamed tensor by tensor.")
-    parser.add_argument("base", help="θ_r: .safetensors, a safetensors index or folder, .pt/.pth/.bin/.ckpt, .pkl")
+    parser.add_argument("base", metavar="BASE", help="θ_r: .safetensors, a safetensors index or folder, .pt/.pth/.bin/.ckpt, .pkl")
     parser.add_argument("selftrained", metavar="SELF_TRAINED", help="θ_s, the base fine-tuned on its own samples")
     parser.add_argument("--w", type=float, nargs="+", required=True, help="one or more merge weights")
     parser.add_argument("--out", nargs="+", required=True,
-                        help="output .safetensors, one per w, or one with a {w} placeholder (neon_w{w}.safetensors)")
+                        help="output .safetensors, one per w, or one with a {w} placeholder "
+                             "(neon_w{w}.safetensors; w spelled 1, 0.5, -0.25)")
     parser.add_argument("--key", help="where the weights sit in a .pt/.pkl: ema, model.state_dict, ...")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                         help="copy tensors whose names match from BASE (repeatable)")
-    parser.add_argument("--shard-size", type=_size, default=DEFAULT_SHARD_SIZE,
+    parser.add_argument("--shard-size", type=_size, default=DEFAULT_SHARD_SIZE, metavar="SIZE",
                         help="split outputs above this many bytes (default: 5GB)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="load pickles that run code (.pkl, or .pt refused by weights_only): trusted files only")

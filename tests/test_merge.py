@@ -2,6 +2,7 @@
 import hashlib
 import json
 import pickle
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,21 @@ def test_metadata_holds_w_the_inputs_and_their_sha256(files, tmp_path):
     assert meta["family"] == "diffusion" and meta["model"] == "toy" and meta["budget_mi"] == "0.5"
 
 
+def test_the_output_header_is_padded_and_every_tensor_aligned(files, tmp_path):
+    base_path, selftrained_path, base, _ = files
+    merge_checkpoints(base_path, selftrained_path, [1.5], [tmp_path / "out.safetensors"])
+    raw = (tmp_path / "out.safetensors").read_bytes()
+    length = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + length])
+    assert length % 8 == 0 and raw[8:8 + length].decode().endswith(("}", " "))
+    spans = sorted(entry["data_offsets"] for name, entry in header.items() if name != "__metadata__")
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # no holes
+    assert spans[-1][1] == len(raw) - 8 - length
+    for name, entry in header.items():
+        if name != "__metadata__":
+            assert entry["data_offsets"][0] % base[name].element_size() == 0, name
+
+
 def write_shards(folder: Path, tensors: dict, per_shard: int) -> Path:
     """A Hugging Face sharded checkpoint: model-0000k-of-0000n.safetensors and their index."""
     folder.mkdir()
@@ -277,7 +293,7 @@ def test_pickles_that_need_code_are_refused_unless_allowed(files, tmp_path):
     out = tmp_path / "out.safetensors"
     with pytest.raises(MergeError, match=r"edm.pkl is a pickle, which runs code.*--allow-pickle"):
         merge_checkpoints(tmp_path / "base.pt", tmp_path / "edm.pkl", [1], [out], key="ema")
-    with pytest.raises(MergeError, match=r"module.pt needs code to load \(it pickles test_merge.TinyNet\).*--allow-pickle"):
+    with pytest.raises(MergeError, match=r"module.pt needs code to load \(it pickles \S*TinyNet\).*--allow-pickle"):
         merge_checkpoints(tmp_path / "base.pt", tmp_path / "module.pt", [1], [out], key="ema")
     assert not out.exists()
     for pickled in ("edm.pkl", "module.pt"):
