@@ -8,8 +8,10 @@ from neon_steps import config as neon_config, metrics, stage
 from neon_steps.io import save_tensors
 
 
-def build_reference(name: str, dataset: dict, out: str) -> None:
-    ref = metrics.reference(dataset)
+def build_reference(name: str, dataset: dict, out: str, data_path: str | None = None,
+                    extractor: str | None = None) -> None:
+    """Image data sets need the stored data set and the feature extractor's weights."""
+    ref = metrics.reference(dataset, data_path, extractor)
     save_tensors(out, ref, {"dataset": name, "kind": dataset["kind"]})
 
 
@@ -18,17 +20,20 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--data", default=None, help="the stored data set (image data sets)")
+    parser.add_argument("--classifier", default=None, help="the feature extractor's weights (image data sets)")
     args = parser.parse_args(argv)
     datasets = neon_config.load(args.config)["datasets"]
     if args.dataset not in datasets:
         raise SystemExit(f"error: datasets: no dataset named {args.dataset!r}")
-    build_reference(args.dataset, datasets[args.dataset], args.out)
+    build_reference(args.dataset, datasets[args.dataset], args.out, args.data, args.classifier)
     return 0
 
 
 if __name__ == "__main__":
     if "snakemake" in globals():
         smk = snakemake  # noqa: F821
-        stage.run_snakemake(smk, lambda: build_reference(smk.wildcards.dataset, smk.params.dataset, smk.output[0]))
+        stage.run_snakemake(smk, lambda: build_reference(smk.wildcards.dataset, smk.params.dataset, smk.output[0],
+                                                         smk.input.get("data"), smk.input.get("classifier")))
     else:
         sys.exit(main())

@@ -1,5 +1,6 @@
 """FID, precision and recall through torch-fidelity's metric functions, in a feature space chosen
-by the data set: the points themselves for the 2-D toy."""
+by the data set: the points themselves for the 2-D toy; for the digits, the features of a small
+CNN classifier registered with torch-fidelity (metrics/digits.py), extracted by torch-fidelity."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -14,16 +15,33 @@ from neon_steps import data
 PRC_NEIGHBORHOOD = 5  # the paper's k for precision and recall
 
 
-def features(dataset: Mapping[str, Any], samples: torch.Tensor) -> torch.Tensor:
-    """Samples in the data set's feature space."""
+def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None) -> torch.Tensor:
+    """Samples in the data set's feature space; `extractor` is the feature extractor's weights
+    file where the data set has one (digits: the `classifier` rule's output)."""
     if dataset["kind"] == "gaussian2d":
         return samples.double()
+    if dataset["kind"] == "digits":
+        from neon_steps.metrics import digits
+
+        if extractor is None:
+            raise ValueError("datasets: digits features need the classifier's weights (extractor=...)")
+        return digits.extract(samples, extractor)
     raise ValueError(f"datasets: no feature space for kind {dataset['kind']!r}")
 
 
-def reference(dataset: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Reference statistics (mu, sigma) and real features for precision/recall."""
-    ref = dataset["reference"]
+def reference(dataset: Mapping[str, Any], data_path=None, extractor=None) -> dict[str, torch.Tensor]:
+    """Reference statistics (mu, sigma) and real features for precision/recall. Image data sets
+    read their stored artifact `data_path`: the reference is the train split (what the models
+    learn from), and the held-out split's features are kept beside it for sanity checks."""
+    ref = dataset.get("reference", {})
+    if dataset["kind"] == "digits":
+        train, _ = data.load_split(data_path, "train")
+        heldout, _ = data.load_split(data_path, "heldout")
+        feats = features(dataset, train, extractor)
+        stats = fid_features_to_statistics(feats)
+        return {"mu": torch.as_tensor(stats["mu"], dtype=torch.float64),
+                "sigma": torch.as_tensor(stats["sigma"], dtype=torch.float64),
+                "features": feats, "heldout_features": features(dataset, heldout, extractor)}
     if dataset["kind"] == "gaussian2d":
         # FID against the true Gaussian itself; precision/recall need real samples.
         real = data.gaussian2d(dataset, ref["n"], ref["seed"])
