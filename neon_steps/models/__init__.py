@@ -10,6 +10,9 @@ from neon_steps.models.base import Adapter, Kappa
 BUILTIN = {
     "toy-diffusion": "neon_steps.models.toy:ToyDiffusion",
     "toy-autoregressive": "neon_steps.models.toy:ToyAutoregressive",
+    "digits-diffusion": "neon_steps.models.digits_diffusion:DigitsDiffusion",   # diffusers UNet2DModel
+    "digits-flow": "neon_steps.models.digits_flow:DigitsFlow",                  # torchcfm + torchdiffeq
+    "digits-autoregressive": "neon_steps.models.digits_ar:DigitsAutoregressive",
 }
 
 
