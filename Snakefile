@@ -13,6 +13,7 @@ if "models" not in config:
 
 
 include: "rules/common.smk"
+include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sample.smk"
 include: "rules/finetune.smk"

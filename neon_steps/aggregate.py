@@ -1,7 +1,12 @@
 """Stage `aggregate`: every evaluated point into results tables and figures.
 
 sweep.csv has one row per (model, S, B, w, γ); table_a1.csv one row per model, the paper's
-Table A.1: the base (w = 0) beside the best Neon point, with the fine-tune's extra compute."""
+Table A.1: the base (w = 0) beside the best Neon point, with the fine-tune's extra compute, and
+the spread of the base's FID between evaluation seeds where `evaluate.noise_seeds` asks for it.
+
+Figures: fid_vs_w.png (FID, precision, recall against w: the paper's Figure 4), fid_vs_budget.png
+(best FID against B for each |S|: Figure 3), fid_w_gamma.png (FID over w and γ: Figure 6),
+samples.png (generated digits, the base beside the best Neon point, for image models)."""
 
 import argparse
 import json
@@ -13,13 +18,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from neon_steps import stage  # noqa: E402
 from neon_steps.io import atomic_path  # noqa: E402
 
 # No timings: two runs of the same config give the same bytes.
-SWEEP_COLUMNS = ["model", "family", "S", "B", "w", "gamma", "fid", "precision", "recall", "n", "prc_n", "nfe"]
+SWEEP_COLUMNS = ["model", "family", "S", "B", "w", "gamma", "fid", "precision", "recall", "n", "prc_n", "nfe", "seed"]
+NOISE_COLUMNS = ["model", "gamma", "seed", "fid", "precision", "recall", "n"]
 
 
 def sweep_table(metric_files: Sequence[str]) -> pd.DataFrame:
@@ -28,8 +35,27 @@ def sweep_table(metric_files: Sequence[str]) -> pd.DataFrame:
             .sort_values(["model", "S", "B", "gamma", "w"], kind="stable").reset_index(drop=True))
 
 
-def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float]) -> pd.DataFrame:
-    """Per model: the base (w = 0, its best γ) and the best point of the whole sweep."""
+def noise_table(noise_files: Sequence[str]) -> pd.DataFrame:
+    """The base model's evaluations at the extra seeds (evaluate.noise_seeds)."""
+    rows = [json.loads(Path(f).read_text()) for f in noise_files]
+    return pd.DataFrame(rows, columns=NOISE_COLUMNS)
+
+
+def base_spread(sweep: pd.DataFrame, noise: pd.DataFrame, model: str, gamma: float) -> tuple[int, float]:
+    """How many seeds the base was evaluated at (at γ), and the standard deviation of its FID
+    between them (NaN with one seed)."""
+    main = sweep[(sweep.model == model) & (sweep.w == 0) & (sweep.gamma == gamma)].iloc[:1]
+    extra = noise[(noise.model == model) & (noise.gamma == gamma)]
+    fids = pd.concat([main[["seed", "fid"]], extra[["seed", "fid"]]]).drop_duplicates("seed").fid
+    return len(fids), float(fids.std(ddof=1)) if len(fids) > 1 else float("nan")
+
+
+def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float],
+             noise: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per model: the base (w = 0, its best γ) and the best point of the whole sweep; with
+    `noise`, the base's FID spread between evaluation seeds (fid_base_sd, at the base's γ, over
+    `seeds` seeds) and the improvement in units of it (gain_over_sd)."""
+    noise = noise_table([]) if noise is None else noise
     rows = []
     for model, points in sweep.groupby("model", sort=False):
         base = points[points.w == 0].sort_values("fid", kind="stable").iloc[0]
@@ -44,6 +70,8 @@ def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float]) -> pd.Da
             "precision_neon": best.precision, "recall_neon": best.recall,
             "gamma_base": base.gamma, "n": int(best.n),
         })
+        seeds, sd = base_spread(sweep, noise, model, base.gamma)
+        rows[-1].update(seeds=seeds, fid_base_sd=sd, gain_over_sd=(base.fid - best.fid) / sd if sd > 0 else float("nan"))
     return pd.DataFrame(rows)
 
 
@@ -74,18 +102,147 @@ def plot_fid_vs_w(sweep: pd.DataFrame, out: str) -> None:
     plt.close(fig)
 
 
+def best_per_budget(points: pd.DataFrame) -> pd.DataFrame:
+    """The best FID over w and γ at each (|S|, B)."""
+    return points.loc[points.groupby(["S", "B"]).fid.idxmin()].sort_values(["S", "B"])
+
+
+def plot_fid_vs_budget(sweep: pd.DataFrame, out: str) -> None:
+    """Best FID (over w and γ) against the fine-tuning budget B, one line per |S|, the base as a
+    dashed line: the paper's Figure 3."""
+    models = list(dict.fromkeys(sweep.model))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        points = sweep[sweep.model == model]
+        for size, line in best_per_budget(points).groupby("S"):
+            ax.plot(line.B, line.fid, marker="o", label=f"|S|={size}")
+            for _, row in line.iterrows():
+                ax.annotate(f"w={row.w:g}" + (f", γ={row.gamma:g}" if points.gamma.nunique() > 1 else ""),
+                            (row.B, row.fid), fontsize=6, textcoords="offset points", xytext=(3, 3))
+        ax.axhline(points[points.w == 0].fid.min(), color="black", linestyle="--", linewidth=1, label="base (w=0)")
+        if points.B.nunique() > 1:
+            ax.set_xscale("log")
+        ax.set_title(f"{model}: best FID over w, γ", fontsize=9)
+        ax.set_xlabel("fine-tuning budget B (Mi images)", fontsize=8)
+        ax.set_ylabel("FID", fontsize=8)
+        ax.legend(fontsize=7)
+    save_figure(fig, out)
+
+
+def plot_fid_w_gamma(sweep: pd.DataFrame, out: str) -> None:
+    """FID over (w, γ) at each model's best (|S|, B), the optimum boxed: the paper's Figure 6."""
+    models = list(dict.fromkeys(sweep.model))
+    fig, axes = plt.subplots(1, len(models), figsize=(4.4 * len(models), 3.6), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        points = sweep[sweep.model == model]
+        best = points.sort_values("fid", kind="stable").iloc[0]
+        at = points[(points.S == best.S) & (points.B == best.B)]
+        grid = at.pivot_table(index="gamma", columns="w", values="fid", aggfunc="first").sort_index()
+        image = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis_r")
+        ax.set_xticks(range(grid.shape[1]), [f"{w:g}" for w in grid.columns], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [f"{g:g}" for g in grid.index], fontsize=7)
+        middle = np.nanmean(grid.values)
+        for (i, j), value in np.ndenumerate(grid.values):
+            ax.text(j, i, f"{value:.3g}", ha="center", va="center", fontsize=6,
+                    color="white" if value > middle else "black")  # viridis_r: high FID is dark
+        i, j = list(grid.index).index(best.gamma), list(grid.columns).index(best.w)
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        ax.set_xlabel("merge weight w", fontsize=8)
+        ax.set_ylabel("guidance γ", fontsize=8)
+        ax.set_title(f"{model}: FID at |S|={best.S}, B={best.B:g} Mi", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    save_figure(fig, out)
+
+
+def image_grid(samples, labels=None, columns: int = 10) -> np.ndarray:
+    """uint8 images [N,1,H,W] as one gray image: one row per class where labels are known (as
+    many per class as every class has, at most `columns`), in drawing order otherwise."""
+    images = samples.numpy()[:, 0]
+    if labels is not None:
+        labels = labels.numpy()
+        classes = labels.max() + 1
+        per = int(min(np.bincount(labels, minlength=classes).min(), columns))
+        images = images[np.concatenate([np.flatnonzero(labels == c)[:per] for c in range(classes)])]
+        columns = max(per, 1)
+    rows = -(-len(images) // columns)
+    h, w = images.shape[1:]
+    canvas = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1), 128, dtype=np.uint8)
+    for k, image in enumerate(images):
+        r, c = divmod(k, columns)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + c * (w + 1):1 + c * (w + 1) + w] = image
+    return canvas
+
+
+def point_key(row) -> tuple:
+    return (row["model"], int(row["S"]), float(row["B"]), float(row["w"]), float(row["gamma"]))
+
+
+def previews_of(metric_files: Sequence[str]) -> dict[tuple, str]:
+    """The preview the fid stage saved beside each metrics file, where there is one, by point."""
+    found = {}
+    for f in metric_files:
+        preview = Path(str(f).removesuffix(".json") + ".preview.safetensors")
+        if preview.exists():
+            found[point_key(json.loads(Path(f).read_text()))] = str(preview)
+    return found
+
+
+def plot_samples(sweep: pd.DataFrame, previews: Mapping[tuple, str], out: str) -> None:
+    """Generated digits per image model, one row per class: the base (w = 0, its best γ) beside
+    the best Neon point, from the previews the fid stage saved."""
+    from neon_steps.io import load_tensors
+
+    models = [m for m in dict.fromkeys(sweep.model) if any(key[0] == m for key in previews)]
+    fig, axes = plt.subplots(max(1, len(models)), 2, figsize=(6.4, 3.6 * max(1, len(models))), squeeze=False)
+    if not models:
+        for ax in axes[0]:
+            ax.axis("off")
+        axes[0][0].text(1.0, 0.5, "no image models in this config", ha="center", va="center")
+    for row, model in zip(axes, models):
+        points = sweep[sweep.model == model]
+        base = points[points.w == 0].sort_values("fid", kind="stable").iloc[0]
+        best = points.sort_values("fid", kind="stable").iloc[0]
+        for ax, point in zip(row, [base, best]):
+            tensors = load_tensors(previews[point_key(point)])
+            ax.imshow(image_grid(tensors["samples"], tensors.get("labels")), cmap="gray", vmin=0, vmax=255,
+                      interpolation="nearest")
+            where = ("the base (w=0)" if point is base else
+                     f"best Neon: w={point.w:g}, |S|={point.S}, B={point.B:g} Mi")
+            ax.set_title(f"{model}, {where}\nγ={point.gamma:g}, FID {point.fid:.2f}", fontsize=8)
+            ax.axis("off")
+    save_figure(fig, out)
+
+
+def save_figure(fig, out: str) -> None:
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def write_csv(frame: pd.DataFrame, out: str) -> None:
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False, float_format="%.6g")
 
 
 def aggregate(metric_files: Sequence[str], base_budgets_mi: Mapping[str, float],
-              sweep_out: str, table_out: str, figure_out: str) -> pd.DataFrame:
+              sweep_out: str, table_out: str, figure_out: str, noise_files: Sequence[str] = (),
+              budget_out: str | None = None, heatmap_out: str | None = None,
+              samples_out: str | None = None, image_models: Sequence[str] | None = None) -> pd.DataFrame:
+    """`noise_files`: the base's evaluations at extra seeds; `image_models`: the models whose
+    previews go in samples.png (default: every model that has them)."""
     sweep = sweep_table(metric_files)
-    table = table_a1(sweep, base_budgets_mi)
+    table = table_a1(sweep, base_budgets_mi, noise_table(noise_files))
     write_csv(sweep, sweep_out)
     write_csv(table, table_out)
     plot_fid_vs_w(sweep, figure_out)
+    if budget_out:
+        plot_fid_vs_budget(sweep, budget_out)
+    if heatmap_out:
+        plot_fid_w_gamma(sweep, heatmap_out)
+    if samples_out:
+        previews = {k: v for k, v in previews_of(metric_files).items() if image_models is None or k[0] in image_models}
+        plot_samples(sweep, previews, samples_out)
     print(table.to_string(index=False), file=sys.stderr)
     return table
 
@@ -95,19 +252,22 @@ def main(argv=None) -> int:
     parser.add_argument("metrics", nargs="+", help="metric files (.json) written by the fid stage")
     parser.add_argument("--base-budget", action="append", default=[], metavar="MODEL=MI",
                         help="a model's base training budget in Mi images (for extra compute)")
+    parser.add_argument("--noise", nargs="*", default=[], help="the base's metric files at extra seeds (fid_noise)")
     parser.add_argument("--out-dir", default="results")
     args = parser.parse_args(argv)
     budgets = {k: float(v) for k, v in (item.split("=", 1) for item in args.base_budget)}
     out = Path(args.out_dir)
     aggregate(args.metrics, budgets, out / "tables/sweep.csv", out / "tables/table_a1.csv",
-              out / "figures/fid_vs_w.png")
+              out / "figures/fid_vs_w.png", args.noise, out / "figures/fid_vs_budget.png",
+              out / "figures/fid_w_gamma.png", out / "figures/samples.png")
     return 0
 
 
 if __name__ == "__main__":
     if "snakemake" in globals():
         smk = snakemake  # noqa: F821
-        stage.run_snakemake(smk, lambda: aggregate(smk.input, smk.params.base_budgets_mi, smk.output.sweep,
-                                                   smk.output.table, smk.output.figure))
+        stage.run_snakemake(smk, lambda: aggregate(
+            smk.input.metrics, smk.params.base_budgets_mi, smk.output.sweep, smk.output.table, smk.output.figure,
+            smk.input.noise, smk.output.budgets, smk.output.heatmap, smk.output.samples, smk.params.image_models))
     else:
         sys.exit(main())

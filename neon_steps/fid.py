@@ -9,7 +9,7 @@ import time
 from typing import Any, Mapping
 
 from neon_steps import metrics, stage
-from neon_steps.io import file_identity, fingerprint, load_tensors, write_json
+from neon_steps.io import file_identity, fingerprint, load_tensors, save_tensors, write_json
 from neon_steps.models import load_adapter
 from neon_steps.sampling import balanced_labels, draw
 
@@ -21,7 +21,13 @@ def evaluation_kappa(model: Mapping[str, Any], gamma: float) -> dict:
     return kappa
 
 
-def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapping[str, float], out: str) -> None:
+PREVIEW = 100  # samples kept beside the metrics (the aggregate's figure of generated digits)
+
+
+def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapping[str, float], out: str,
+             extractor: str | None = None, preview: str | None = None) -> None:
+    """`extractor`: the feature extractor's weights where the data set has one (digits);
+    `preview`: where to save the first 100 samples (and labels), or None."""
     settings = model["evaluate"]
     start = time.time()
     adapter = load_adapter(model, device=stage.device()).load(weights)
@@ -31,7 +37,10 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     shards = f"{out}.shards"  # finished shards survive a killed job
     samples = draw(adapter, n, settings["seed"], kappa, settings["shard_size"], labels, desc="evaluation",
                    resume_dir=shards, fingerprint=fingerprint([file_identity(weights), settings, kappa]))
-    feats = metrics.features(model["dataset_spec"], samples)
+    if preview:
+        save_tensors(preview, {"samples": samples[:PREVIEW], **({} if labels is None else {"labels": labels[:PREVIEW]})},
+                     {"model": model["name"], **point})
+    feats = metrics.features(model["dataset_spec"], samples, extractor)
     ref = load_tensors(reference)
     scores = metrics.score(feats, ref, prc=False)
     prc_n = min(n, settings["prc_n"])  # precision/recall is O(n²): scored on the first prc_n samples
@@ -39,6 +48,7 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     write_json(out, {
         "model": model["name"], "family": adapter.family, **point, **scores,
         "n": n, "prc_n": prc_n, "nfe": adapter.nfe(kappa), "seconds": round(time.time() - start, 3),
+        "seed": settings["seed"],
     })
     shutil.rmtree(shards)
 
@@ -49,10 +59,12 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", required=True, help="the data set's reference (.safetensors)")
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--out", required=True, help="metrics (.json)")
+    parser.add_argument("--classifier", default=None, help="the feature extractor's weights (image data sets)")
+    parser.add_argument("--preview", default=None, help="save the first 100 samples here (.safetensors)")
     args = parser.parse_args(argv)
     model = stage.model_from_args(args)
     with stage.logged(args.log):
-        evaluate(model, args.weights, args.reference, {"gamma": args.gamma}, args.out)
+        evaluate(model, args.weights, args.reference, {"gamma": args.gamma}, args.out, args.classifier, args.preview)
     return 0
 
 
@@ -60,8 +72,12 @@ if __name__ == "__main__":
     if "snakemake" in globals():
         smk = snakemake  # noqa: F821
         wc = smk.wildcards
-        point = {"S": int(wc.S), "B": float(wc.B), "w": float(wc.w), "gamma": float(wc.gamma)}
+        # fid: a merged model at (S, B, w, γ); fid_noise: the base (w = 0) at γ, at another seed
+        point = {key: cast(wc[key]) for key, cast in (("S", int), ("B", float), ("w", float), ("gamma", float))
+                 if key in wc.keys()}
+        point.setdefault("w", 0.0)
         stage.run_snakemake(smk, lambda: evaluate(smk.params.model, smk.input.weights, smk.input.reference,
-                                                  point, smk.output[0]))
+                                                  point, smk.output[0], smk.input.get("classifier"),
+                                                  smk.output.get("preview")))
     else:
         sys.exit(main())

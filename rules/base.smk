@@ -1,4 +1,6 @@
 rule reference:
+    input:
+        unpack(lambda wc: dataset_inputs(wc.dataset, "data", "classifier")),
     output:
         out("reference/{dataset}.safetensors"),
     params:
@@ -17,6 +19,8 @@ rule reference:
 
 
 rule base:
+    input:
+        unpack(lambda wc: model_inputs(wc.model, "data")),
     output:
         out("{model}/base.safetensors"),
     params:

@@ -31,6 +31,7 @@ wildcard_constraints:
     B=neon_config.NUMBER,
     w=neon_config.NUMBER,
     gamma=neon_config.NUMBER,
+    seed=r"[0-9]+",
 
 
 # -- paths ------------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ def out(path):
 NOT_IN_PARAMS = {
     "synthetic": {"sizes"},
     "finetune": {"budgets", "save_every_images", "save_every_minutes"},
-    "evaluate": {"w", "gamma"},
+    "evaluate": {"w", "gamma", "noise_seeds"},
 }
 
 
@@ -78,6 +79,33 @@ def finetune_start(wildcards):
     return out(f"{wildcards.model}/S{wildcards.S}/finetune/B{fmt(budgets[index - 1])}.state.safetensors")
 
 
+# Image data sets (digits) are stored by the `dataset` rule and scored in the features of the
+# `classifier` rule's CNN; the 2-D toy needs neither.
+STORED_KINDS = {"digits"}
+
+
+def dataset_inputs(dataset, *what):
+    """Named inputs of a job on `dataset`: "data" (the stored data set) and/or "classifier"
+    (the feature extractor's weights), for the kinds that have them; none otherwise."""
+    if DATASETS[dataset]["kind"] not in STORED_KINDS:
+        return {}
+    paths = {"data": out(f"data/{dataset}.safetensors"), "classifier": out(f"classifier/{dataset}.safetensors")}
+    return {key: paths[key] for key in what}
+
+
+def model_inputs(model, *what):
+    return dataset_inputs(MODELS[model]["dataset"], *what)
+
+
+def image_models():
+    return [m for m, spec in MODELS.items() if DATASETS[spec["dataset"]]["kind"] in STORED_KINDS]
+
+
+def with_eval_seed(spec, seed):
+    """A model's fid params with another evaluation seed (for the seed-noise evaluations)."""
+    return {**spec, "evaluate": {**spec["evaluate"], "seed": int(seed)}}
+
+
 def metric_files(model):
     spec = MODELS[model]
     return [
@@ -91,6 +119,25 @@ def metric_files(model):
 
 def all_metric_files():
     return [f for model in MODELS for f in metric_files(model)]
+
+
+def all_preview_files():
+    """The first samples of every evaluation of an image model, for the figure of digits."""
+    return [f.removesuffix(".json") + ".preview.safetensors" for model in image_models() for f in metric_files(model)]
+
+
+def noise_files(model):
+    """The base (w = 0) evaluated at the extra seeds `evaluate.noise_seeds`, at every γ."""
+    spec = MODELS[model]
+    return [
+        out(f"{model}/noise/seed{seed}/g{fmt(g)}.json")
+        for seed in spec["evaluate"].get("noise_seeds", [])
+        for g in neon_config.gammas(spec)
+    ]
+
+
+def all_noise_files():
+    return [f for model in MODELS for f in noise_files(model)]
 
 
 def log(rule, name):

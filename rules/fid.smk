@@ -1,9 +1,11 @@
 rule fid:
     input:
+        unpack(lambda wc: model_inputs(wc.model, "classifier")),
         weights=out("{model}/S{S}/B{B}/w{w}.safetensors"),
         reference=lambda wc: out(f"reference/{MODELS[wc.model]['dataset']}.safetensors"),
     output:
-        out("{model}/S{S}/B{B}/w{w}/g{gamma}.json"),
+        metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.json"),
+        preview=out("{model}/S{S}/B{B}/w{w}/g{gamma}.preview.safetensors"),  # the first 100 samples
     params:
         model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
     log:
@@ -12,6 +14,32 @@ rule fid:
         bench("fid", "{model}/S{S}/B{B}/w{w}/g{gamma}")
     group:
         "evaluate"
+    threads: 1
+    resources:
+        runtime=60,
+        mem_mb=8000,
+        gpu=1,
+    conda:
+        "../envs/neon.yaml"
+    script:
+        "../neon_steps/fid.py"
+
+
+# The base model at more evaluation seeds (evaluate.noise_seeds): how much FID moves between
+# draws, against which table_a1.csv's improvement is read.
+rule fid_noise:
+    input:
+        unpack(lambda wc: model_inputs(wc.model, "classifier")),
+        weights=out("{model}/base.safetensors"),
+        reference=lambda wc: out(f"reference/{MODELS[wc.model]['dataset']}.safetensors"),
+    output:
+        metrics=out("{model}/noise/seed{seed}/g{gamma}.json"),
+    params:
+        model=lambda wc: with_eval_seed(model_spec(wc.model, "evaluate", dataset=True), wc.seed),
+    log:
+        log("fid_noise", "{model}/seed{seed}/g{gamma}"),
+    benchmark:
+        bench("fid_noise", "{model}/seed{seed}/g{gamma}")
     threads: 1
     resources:
         runtime=60,
