@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,3 +59,13 @@ def tiny_copy(tiny_run, tmp_path) -> Path:
     workdir = tmp_path / "run"
     shutil.copytree(tiny_run, workdir, symlinks=True)
     return workdir
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread, as the workflow's jobs use: on a 2-core machine shared with other work,
+    two threads made these small nets' training steps 10-20 times slower."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -29,14 +29,7 @@ FAMILIES = {"diffusion": (DIFFUSION, {"sampler": "ddim", "steps": 3}),
 params = pytest.mark.parametrize("family", list(FAMILIES))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as the workflow's jobs use: on a 2-core machine shared with other work,
-    two threads made these small nets' training steps 10-20 times slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed=0):

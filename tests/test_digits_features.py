@@ -13,14 +13,7 @@ DATASET = {"kind": "digits", "heldout": 297, "split_seed": 0,
            "reference": {"classifier": {"epochs": 30, "seed": 0}}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread, as the workflow's jobs use: on a 2-core machine shared with other work,
-    two threads made these small nets' training steps 10-20 times slower."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
