@@ -14,6 +14,10 @@ BUILTIN = {
     "digits-diffusion": "neon_steps.models.digits_diffusion:DigitsDiffusion",   # diffusers UNet2DModel
     "digits-flow": "neon_steps.models.digits_flow:DigitsFlow",                  # torchcfm + torchdiffeq
     "digits-autoregressive": "neon_steps.models.digits_ar:DigitsAutoregressive",
+    # Real checkpoints (the paper's codebases)
+    "diffusers": "neon_steps.models.diffusers_pipeline:DiffusersPipeline",     # save_pretrained folders
+    "torchcfm": "neon_steps.models.torchcfm_flow:TorchCFMFlow",                 # the paper's flow model
+    "edm": "neon_steps.models.edm:EDM",                                         # NVlabs/edm network pickles
     # Codebases of the paper without an adapter yet: named, so that their configs dry-run, and
     # failing with what to do when a job loads them.
     "var": "neon_steps.models.missing:VAR",
