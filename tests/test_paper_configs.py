@@ -94,3 +94,17 @@ def test_a_codebase_without_adapter_stops_with_one_line(tmp_path):
         "error: adapter 'var': no adapter for the VAR codebase (FoundationVision/VAR) yet; "
         "write one (docs/adapters.md) and set adapter: package.module:Class")
     assert "Traceback" not in log
+
+
+def test_training_of_must_share_the_training(tmp_path):
+    config = yaml.safe_load((REPO / "config/paper/imm-imagenet256.yaml").read_text())
+    config["models"]["imm-t4"]["finetune"] = {"lr": 1e-5}
+    config["models"] = neon_config.resolve_models(config["models"])
+    neon_config.validate(config)
+    with pytest.raises(neon_config.ConfigError, match="models.imm-t4.training_of: finetune differs from 'imm-t8'"):
+        neon_config.check_models(config["models"], config["datasets"])
+    config["models"]["imm-t4"]["finetune"] = dict(config["models"]["imm-t8"]["finetune"], budgets=[0.5])
+    neon_config.check_models(config["models"], config["datasets"])  # a sub-grid of budgets is fine
+    config["models"]["imm-t4"]["training_of"] = "imm-t9"
+    with pytest.raises(neon_config.ConfigError, match="models.imm-t4.training_of: no model named 'imm-t9'"):
+        neon_config.check_models(config["models"], config["datasets"])
