@@ -113,3 +113,28 @@ def test_weights_that_need_code_to_load_are_refused(tmp_path):
     torch.save({"fc.weight": torch.zeros(3)}, path)
     with pytest.raises(NeonError, match="not torch-fidelity's Inception-v3 weights"):
         inception.extract(images(2, 0), str(path))
+
+
+def test_fid_stage_scores_a_real_checkpoint_model_in_inception_features(tmp_path, weights, real):
+    """The paper's path end to end on stand-ins: a diffusers pipeline converted by the base stage,
+    its reference from an ADM-style .npz, and the fid stage's metrics JSON."""
+    import paper_standins
+    from neon_steps.base import import_base
+    from neon_steps.fid import evaluate
+    from neon_steps.io import read_json
+
+    x, feats = real
+    dataset = {"kind": "inception", "inception_weights": weights,
+               "statistics": write_npz(tmp_path / "ref.npz", arr_0=x[:6].permute(0, 2, 3, 1).numpy(), **stats(feats))}
+    build_reference("imagenet", dataset, str(tmp_path / "ref.safetensors"))
+    folder = paper_standins.diffusers_pipeline(tmp_path / "pipe", classes=2)
+    model = {"name": "pipe", "adapter": "diffusers", "dataset": "imagenet", "dataset_spec": dataset,
+             "arch": {"null_class": 2}, "guidance": True, "base": {"checkpoint": str(folder), "images": 1},
+             "evaluate": {"n": 6, "prc_n": 6, "seed": 3, "shard_size": 3, "kappa": {"steps": 2}}}
+    import_base(model, str(tmp_path / "base.safetensors"))
+    out = tmp_path / "g1.5.json"
+    evaluate(model, str(tmp_path / "base.safetensors"), str(tmp_path / "ref.safetensors"),
+             {"w": 0.0, "gamma": 1.5}, str(out))
+    metrics_json = read_json(out)
+    assert metrics_json["fid"] > 0 and 0 <= metrics_json["precision"] <= 1 and 0 <= metrics_json["recall"] <= 1
+    assert metrics_json["n"] == 6 and metrics_json["nfe"] == 4  # 2 steps, guided
