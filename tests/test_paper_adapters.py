@@ -20,7 +20,7 @@ from neon_steps.sampling import balanced_labels
 from neon_steps.stage import NeonError
 
 REPO = Path(__file__).resolve().parents[1]
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # a shared 2-core machine: two threads stall each other under load
 
 
 def paper_model(name, adapter, base, arch=None, kappa=None, eval_kappa=None, guidance=False):
