@@ -31,8 +31,10 @@ NOISE_COLUMNS = ["model", "gamma", "seed", "fid", "precision", "recall", "n"]
 
 def sweep_table(metric_files: Sequence[str]) -> pd.DataFrame:
     rows = [json.loads(Path(f).read_text()) for f in metric_files]
-    return (pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-            .sort_values(["model", "S", "B", "gamma", "w"], kind="stable").reset_index(drop=True))
+    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    # precision/recall are null where the reference has no real features (Inception mu/sigma only)
+    frame[["precision", "recall"]] = frame[["precision", "recall"]].astype(float)
+    return frame.sort_values(["model", "S", "B", "gamma", "w"], kind="stable").reset_index(drop=True)
 
 
 def noise_table(noise_files: Sequence[str]) -> pd.DataFrame:

@@ -1,7 +1,9 @@
-"""Stage `base`: train the base model θ_r on real data (embedded models only; paper-scale models
-start from the user's checkpoint)."""
+"""Stage `base`: θ_r. Embedded models train it on real data; real models (`base.checkpoint`) read
+the user's checkpoint through their adapter and save its θ_r weights, so that every later stage
+reads one safetensors file whatever the codebase's own format."""
 
 import sys
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -27,6 +29,26 @@ def train_base(model: Mapping[str, Any], out: str, data_path: str | None = None)
     adapter.save(out, {"model": model["name"], "images_seen": trainer.images_seen})
 
 
+def import_base(model: Mapping[str, Any], out: str) -> None:
+    """θ_r from the user's checkpoint (`base.checkpoint`), converted by the model's adapter."""
+    where, settings = f"models.{model['name']}.base", model["base"]
+    for field in ("checkpoint", "source"):
+        if field in settings and not Path(settings[field]).exists():
+            raise stage.NeonError(f"{where}.{field}: {settings[field]}: no such file or folder")
+    adapter = load_adapter(model, device=stage.device())
+    adapter.load_checkpoint(settings["checkpoint"])
+    print(f"base: θ_r from {settings['checkpoint']} ({sum(t.numel() for t in adapter.state_dict().values())} "
+          f"values)", file=sys.stderr)
+    adapter.save(out, {"model": model["name"], "checkpoint": settings["checkpoint"]})
+
+
+def make_base(model: Mapping[str, Any], out: str, data_path: str | None = None) -> None:
+    if "checkpoint" in model["base"]:
+        import_base(model, out)
+    else:
+        train_base(model, out, data_path)
+
+
 def main(argv=None) -> int:
     parser = stage.model_parser(__doc__)
     parser.add_argument("--out", required=True)
@@ -34,13 +56,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model = stage.model_from_args(args)
     with stage.logged(args.log):
-        train_base(model, args.out, args.data)
+        make_base(model, args.out, args.data)
     return 0
 
 
 if __name__ == "__main__":
     if "snakemake" in globals():
         smk = snakemake  # noqa: F821
-        stage.run_snakemake(smk, lambda: train_base(smk.params.model, smk.output[0], smk.input.get("data")))
+        stage.run_snakemake(smk, lambda: make_base(smk.params.model, smk.output[0], smk.input.get("data")))
     else:
         sys.exit(main())

@@ -97,6 +97,33 @@ def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> 
             raise ConfigError(f"{where}.finetune.budgets: repeated budget")
         if not model.get("guidance", False) and gammas(model) != [1.0]:
             raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
+        if "training_of" in model:
+            check_training_of(name, model, models)
+
+
+# What a model evaluating another's training (`training_of`) must share with it: the weights it
+# merges are that model's, so the network, its base and the synthetic sets must be the same.
+SHARED_WITH_TRAINING = ("adapter", "dataset", "arch", "base", "synthetic", "finetune")
+GRIDS = {"synthetic": "sizes", "finetune": "budgets"}
+
+
+def check_training_of(name: str, model: Mapping, models: Mapping[str, Mapping]) -> None:
+    where, other = f"models.{name}.training_of", model["training_of"]
+    if other not in models:
+        raise ConfigError(f"{where}: no model named {other!r}")
+    source = models[other]
+    if "training_of" in source:
+        raise ConfigError(f"{where}: {other!r} itself evaluates another model's training; name that one")
+    for key in SHARED_WITH_TRAINING:
+        mine, theirs = model.get(key), source.get(key)
+        if key in GRIDS:  # a sub-grid is fine
+            mine, theirs = ({k: v for k, v in d.items() if k != GRIDS[key]} for d in (mine, theirs))
+        if mine != theirs:
+            raise ConfigError(f"{where}: {key} differs from {other!r}'s (use extends: {other})")
+    for grid, have, of in (("synthetic.sizes", sizes(model), sizes(source)),
+                           ("finetune.budgets", budgets(model), budgets(source))):
+        if missing := sorted(set(have) - set(of)):
+            raise ConfigError(f"models.{name}.{grid}: {missing[0]:g} is not in {other!r}'s grid")
 
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"

@@ -40,11 +40,14 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     if preview:
         save_tensors(preview, {"samples": samples[:PREVIEW], **({} if labels is None else {"labels": labels[:PREVIEW]})},
                      {"model": model["name"], **point})
-    feats = metrics.features(model["dataset_spec"], samples, extractor)
+    feats = metrics.features(model["dataset_spec"], samples, extractor, where=f"datasets.{model.get('dataset', '<dataset>')}")
     ref = load_tensors(reference)
     scores = metrics.score(feats, ref, prc=False)
     prc_n = min(n, settings["prc_n"])  # precision/recall is O(n²): scored on the first prc_n samples
-    scores.update({k: v for k, v in metrics.score(feats[:prc_n], ref).items() if k != "fid"})
+    if "features" in ref:  # without real features (an Inception reference of mu and sigma only): FID alone
+        scores.update({k: v for k, v in metrics.score(feats[:prc_n], ref).items() if k != "fid"})
+    else:
+        scores.update(precision=None, recall=None)
     write_json(out, {
         "model": model["name"], "family": adapter.family, **point, **scores,
         "n": n, "prc_n": prc_n, "nfe": adapter.nfe(kappa), "seconds": round(time.time() - start, 3),

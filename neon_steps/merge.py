@@ -383,11 +383,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_from_snakemake(smk) -> None:
-    # The model's adapter says which tensors are learned parameters; buffers stay the base's.
-    adapter = load_adapter(smk.params.model)
-    stage.run_snakemake(smk, lambda: _log(merge_checkpoints(
-        smk.input.base, smk.input.selftrained, smk.params.w, list(smk.output),
-        exclude=smk.params.get("exclude", []), keep_base=lambda name: not adapter.mergeable(name))))
+    def run() -> None:
+        # The model's adapter says which tensors are learned parameters; buffers stay the base's.
+        # Loaded inside the log's context, so that a config mistake it finds is one line.
+        adapter = load_adapter(smk.params.model)
+        _log(merge_checkpoints(smk.input.base, smk.input.selftrained, smk.params.w, list(smk.output),
+                               exclude=smk.params.get("exclude", []),
+                               keep_base=lambda name: not adapter.mergeable(name)))
+
+    stage.run_snakemake(smk, run)
 
 
 if __name__ == "__main__":

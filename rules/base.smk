@@ -5,6 +5,7 @@ rule reference:
         out("reference/{dataset}.safetensors"),
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
+        files=lambda wc: dataset_files(wc.dataset),
     log:
         log("reference", "{dataset}"),
     benchmark:
@@ -25,15 +26,16 @@ rule base:
         out("{model}/base.safetensors"),
     params:
         model=lambda wc: model_spec(wc.model, "base", dataset=True),
+        files=lambda wc: base_files(wc.model),  # a user checkpoint: converted, not trained
     log:
         log("base", "{model}"),
     benchmark:
         bench("base", "{model}")
     threads: 1
     resources:
-        runtime=240,
-        mem_mb=8000,
-        gpu=1,
+        runtime=resource("base", "runtime", 240),
+        mem_mb=resource("base", "mem_mb", 8000),
+        gpu=resource("base", "gpu", 1),
     conda:
         "../envs/neon.yaml"
     script:

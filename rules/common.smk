@@ -48,7 +48,7 @@ def out(path):
 NOT_IN_PARAMS = {
     "synthetic": {"sizes"},
     "finetune": {"budgets", "save_every_images", "save_every_minutes"},
-    "evaluate": {"w", "gamma", "noise_seeds"},
+    "evaluate": {"w", "gamma", "noise_seeds", "final_n"},
 }
 
 
@@ -68,6 +68,43 @@ def model_spec(model, *sections, dataset=False):
             for section in sections
         },
     }
+
+
+def trained(model):
+    """The model whose base and fine-tuned checkpoints `model` evaluates: itself, or the one its
+    `training_of` names (an evaluation knob such as IMM's T shares one training)."""
+    return MODELS[model].get("training_of", model)
+
+
+def trained_file(model, path):
+    return out(f"{trained(model)}/{path}")
+
+
+# User files (a checkpoint, Inception weights, reference statistics) are not inputs of the rules:
+# a dry run must build without them, and a missing one is reported by the job that needs it as
+# one line naming the config field. Their size and mtime go into `params`, so that a replaced
+# file reruns what read it.
+def user_file(path):
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {"path": path, "missing": True}
+    return {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def base_files(model):
+    base = MODELS[model]["base"]
+    return {k: user_file(base[k]) for k in ("checkpoint", "source") if k in base}
+
+
+def dataset_files(dataset):
+    spec = DATASETS[dataset]
+    return {k: user_file(spec[k]) for k in ("inception_weights", "statistics", "real") if k in spec}
+
+
+def resource(stage, key, default):
+    """A model's `resources.<stage>.<key>` from the config, else the rule's default."""
+    return lambda wc: MODELS[wc.model].get("resources", {}).get(stage, {}).get(key, default)
 
 
 def finetune_start(wildcards):

@@ -16,9 +16,9 @@ rule fid:
         "evaluate"
     threads: 1
     resources:
-        runtime=60,
-        mem_mb=8000,
-        gpu=1,
+        runtime=resource("fid", "runtime", 60),
+        mem_mb=resource("fid", "mem_mb", 8000),
+        gpu=resource("fid", "gpu", 1),
     conda:
         "../envs/neon.yaml"
     script:
@@ -30,7 +30,7 @@ rule fid:
 rule fid_noise:
     input:
         unpack(lambda wc: model_inputs(wc.model, "classifier")),
-        weights=out("{model}/base.safetensors"),
+        weights=lambda wc: trained_file(wc.model, "base.safetensors"),
         reference=lambda wc: out(f"reference/{MODELS[wc.model]['dataset']}.safetensors"),
     output:
         metrics=out("{model}/noise/seed{seed}/g{gamma}.json"),
@@ -42,9 +42,9 @@ rule fid_noise:
         bench("fid_noise", "{model}/seed{seed}/g{gamma}")
     threads: 1
     resources:
-        runtime=60,
-        mem_mb=8000,
-        gpu=1,
+        runtime=resource("fid", "runtime", 60),
+        mem_mb=resource("fid", "mem_mb", 8000),
+        gpu=resource("fid", "gpu", 1),
     conda:
         "../envs/neon.yaml"
     script:

@@ -12,9 +12,9 @@ rule finetune:
         bench("finetune", "{model}/S{S}/B{B}")
     threads: 1
     resources:
-        runtime=240,
-        mem_mb=8000,
-        gpu=1,
+        runtime=resource("finetune", "runtime", 240),
+        mem_mb=resource("finetune", "mem_mb", 8000),
+        gpu=resource("finetune", "gpu", 1),
     conda:
         "../envs/neon.yaml"
     script:
@@ -32,8 +32,8 @@ rule ckpt:
         bench("ckpt", "{model}/S{S}/B{B}")
     threads: 1
     resources:
-        runtime=30,
-        mem_mb=8000,
+        runtime=resource("ckpt", "runtime", 30),
+        mem_mb=resource("ckpt", "mem_mb", 8000),
     conda:
         "../envs/neon.yaml"
     script:

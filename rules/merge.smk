@@ -1,7 +1,7 @@
 rule merge:
     input:
-        base=out("{model}/base.safetensors"),
-        selftrained=out("{model}/S{S}/ckpt/B{B}.safetensors"),
+        base=lambda wc: trained_file(wc.model, "base.safetensors"),
+        selftrained=lambda wc: trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors"),
     output:
         temp(out("{model}/S{S}/B{B}/w{w}.safetensors")),
     params:
@@ -15,8 +15,8 @@ rule merge:
         "evaluate"
     threads: 1
     resources:
-        runtime=30,
-        mem_mb=8000,
+        runtime=resource("merge", "runtime", 30),
+        mem_mb=resource("merge", "mem_mb", 8000),
     conda:
         "../envs/neon.yaml"
     script:

@@ -11,9 +11,9 @@ rule sample:
         bench("sample", "{model}/S{S}")
     threads: 1
     resources:
-        runtime=240,
-        mem_mb=8000,
-        gpu=1,
+        runtime=resource("sample", "runtime", 240),
+        mem_mb=resource("sample", "mem_mb", 8000),
+        gpu=resource("sample", "gpu", 1),
     conda:
         "../envs/neon.yaml"
     script:

@@ -13,9 +13,12 @@ TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(workdir: Path, *args: str, config: Path = TINY, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the repository's workflow in `workdir` (results and .snakemake land there)."""
-    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(config)]
+def snakemake(workdir: Path, *args: str, config: Path = TINY, check: bool = True,
+              extra_configs=()) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in `workdir` (results and .snakemake land there);
+    `extra_configs` are merged over `config` (snakemake's --configfile A B ...)."""
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile", str(config),
+           *map(str, extra_configs)]
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

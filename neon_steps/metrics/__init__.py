@@ -1,6 +1,7 @@
 """FID, precision and recall through torch-fidelity's metric functions, in a feature space chosen
 by the data set: the points themselves for the 2-D toy; for the digits, the features of a small
-CNN classifier registered with torch-fidelity (metrics/digits.py), extracted by torch-fidelity."""
+CNN classifier registered with torch-fidelity (metrics/digits.py), extracted by torch-fidelity;
+for real image data sets, Inception-v3 from a local weights file (metrics/inception.py)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -15,9 +16,14 @@ from neon_steps import data
 PRC_NEIGHBORHOOD = 5  # the paper's k for precision and recall
 
 
-def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None) -> torch.Tensor:
+def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None, where: str = "datasets") -> torch.Tensor:
     """Samples in the data set's feature space; `extractor` is the feature extractor's weights
-    file where the data set has one (digits: the `classifier` rule's output)."""
+    file where the data set has one (digits: the `classifier` rule's output; inception: the
+    config's `inception_weights`, which `where` — datasets.<name> — names in errors)."""
+    if dataset["kind"] == "inception":
+        from neon_steps.metrics import inception
+
+        return inception.extract(samples, dataset["inception_weights"], f"{where}.inception_weights")
     if dataset["kind"] == "gaussian2d":
         return samples.double()
     if dataset["kind"] == "digits":
@@ -29,11 +35,15 @@ def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None) 
     raise ValueError(f"datasets: no feature space for kind {dataset['kind']!r}")
 
 
-def reference(dataset: Mapping[str, Any], data_path=None, extractor=None) -> dict[str, torch.Tensor]:
+def reference(dataset: Mapping[str, Any], data_path=None, extractor=None, where: str = "datasets") -> dict[str, torch.Tensor]:
     """Reference statistics (mu, sigma) and real features for precision/recall. Image data sets
     read their stored artifact `data_path`: the reference is the train split (what the models
     learn from), and the held-out split's features are kept beside it for sanity checks."""
     ref = dataset.get("reference", {})
+    if dataset["kind"] == "inception":
+        from neon_steps.metrics import inception
+
+        return inception.reference(dataset, where)
     if dataset["kind"] == "digits":
         train, _ = data.load_split(data_path, "train")
         heldout, _ = data.load_split(data_path, "heldout")

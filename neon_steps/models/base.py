@@ -21,9 +21,15 @@ class Adapter(abc.ABC):
 
     family: ClassVar[str]        # diffusion | flow | autoregressive | few-step
     num_classes: int = 0         # > 0 for class-conditional models (set by build)
+    checkpoint_key: ClassVar[str | None] = None  # where θ_r sits in a checkpoint dict, by default
 
-    def __init__(self, arch: Mapping[str, Any], device: str | torch.device = "cpu"):
+    def __init__(self, arch: Mapping[str, Any], device: str | torch.device = "cpu",
+                 base: Mapping[str, Any] | None = None):
+        """`base`: the model's `base` section; for a real model it names the user's checkpoint
+        (`checkpoint`, `key`, `allow_pickle`, `source`), which some codebases need to build the
+        network (a diffusers folder's config, an EDM pickle)."""
         self.arch = dict(arch)
+        self.base = dict(base or {})
         self.device = torch.device(device)
         self.net: nn.Module = self.build(self.arch).to(self.device)
 
@@ -61,6 +67,17 @@ class Adapter(abc.ABC):
 
     def load_state_dict(self, tensors: Mapping[str, torch.Tensor]) -> None:
         self.net.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
+
+    def load_checkpoint(self, path) -> "Adapter":
+        """θ_r from a checkpoint in the codebase's own format (the `base` rule's conversion).
+        By default: the tensors at `base.key` (or `checkpoint_key`) of a safetensors file or a
+        PyTorch checkpoint, `module.` prefixes stripped; pickles only with `base.allow_pickle`."""
+        from neon_steps.checkpoints import open_checkpoint
+
+        key = self.base.get("key", self.checkpoint_key)
+        with open_checkpoint(path, key, bool(self.base.get("allow_pickle", False))) as ckpt:
+            self.load_state_dict({name: ckpt.read(name) for name in ckpt.specs})
+        return self
 
     def load(self, path) -> "Adapter":
         self.load_state_dict(load_tensors(path))

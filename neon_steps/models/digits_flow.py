@@ -60,6 +60,10 @@ class DigitsFlow(Adapter):
             use_scale_shift_norm=bool(arch.get("scale_shift", True)),
         )
 
+    def velocity(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The network's velocity at time t (the null class, `num_classes`, is unconditional)."""
+        return self.net(t, x, y=y)
+
     def loss(self, batch, generator, labels=None):
         x1 = images.to_unit(batch.to(self.device))
         n = len(x1)
@@ -70,7 +74,7 @@ class DigitsFlow(Adapter):
         # The matcher's path noise (σ·ε) comes from the global RNG: with σ = 0 (the default) it
         # is multiplied by zero, so every random number of the loss is the generator's.
         t, xt, ut = self.matcher.sample_location_and_conditional_flow(x0, x1, t=t)
-        return F.mse_loss(self.net(t, xt, y=y), ut)
+        return F.mse_loss(self.velocity(t, xt, y), ut)
 
     @torch.no_grad()
     def sample(self, n, generator, kappa: Kappa, labels=None):
@@ -86,7 +90,7 @@ class DigitsFlow(Adapter):
         def velocity(t, x):
             nonlocal calls
             calls += 1
-            return images.guided(lambda xs, ys: self.net(t.expand(len(xs)), xs, y=ys), x, y, self.num_classes, gamma)
+            return images.guided(lambda xs, ys: self.velocity(t.expand(len(xs)), xs, ys), x, y, self.num_classes, gamma)
 
         x0 = torch.randn((n, *self.shape), generator=generator).to(self.device)
         span = torch.tensor([0.0, 1.0], device=self.device)
@@ -107,7 +111,7 @@ class DigitsFlow(Adapter):
         key = _kappa_key(kappa)
         if key not in self._counts:  # nothing drawn with these settings yet: count a probe batch
             probe = torch.Generator().manual_seed(0)
-            labels = torch.arange(64) % self.num_classes
+            labels = torch.arange(64) % self.num_classes if self.conditional else None
             self.sample(64, probe, kappa, labels)
         total, samples = self._counts[key]
         return round(total / samples)

@@ -1,0 +1,110 @@
+"""The paper's experiments as configs (config/paper/): each validates, all of them together
+dry-run within 30 s with the expected jobs, and running one whose codebase has no adapter stops
+with one line naming what is missing."""
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, snakemake
+from neon_steps import config as neon_config
+
+PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
+
+# Jobs of a dry run of all paper configs together, by rule. Per model: |S| samples, |S|·|B|
+# fine-tune segments (and ckpt), |S|·|B|·|w| merges, |S|·|B|·|w|·|γ| fid jobs (w = 0 included);
+# IMM's T = 4, 2, 1 models evaluate T = 8's training, so they add merges and fids only.
+PAPER_JOBS = {"base": 9, "reference": 4, "sample": 21, "finetune": 122, "ckpt": 122,
+              "merge": 1490, "fid": 3984, "aggregate": 1, "all": 1}
+
+
+def load(path):
+    config = neon_config.load(path)
+    config["models"] = neon_config.resolve_models(config["models"])
+    neon_config.validate(config)
+    neon_config.check_models(config["models"], config["datasets"])
+    return config
+
+
+def test_there_is_one_config_per_paper_experiment():
+    assert [p.stem for p in PAPER] == [
+        "edm-cifar10-cond", "edm-cifar10-uncond", "edm-ffhq64", "fm-cifar10", "imm-imagenet256",
+        "var-d16-imagenet256", "var-d36-imagenet512", "xar-b-imagenet256", "xar-l-imagenet256"]
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_config_validates_and_names_user_files(path):
+    config = load(path)
+    for name, dataset in config["datasets"].items():
+        assert dataset["kind"] == "inception"
+        for field in ("inception_weights", "statistics"):
+            assert not (REPO / dataset[field]).exists()  # the user's, not the repository's
+    for name, model in config["models"].items():
+        assert "checkpoint" in model["base"] and model["base"]["images"] > 0
+        assert model["evaluate"]["n"] == 10000 and model["evaluate"]["final_n"] == 50000
+        assert set(model["resources"]) >= {"sample", "finetune", "fid"}
+        assert model["finetune"]["save_every_images"] == 250000
+
+
+def test_paper_settings_are_the_appendix_c_ones():
+    edm = load(REPO / "config/paper/edm-cifar10-cond.yaml")["models"]["edm-cifar10-cond"]
+    assert edm["synthetic"]["kappa"] == {"steps": 18, "rho": 7, "S_churn": 0} and edm["finetune"]["lr"] == 1e-4
+    assert neon_config.w_grid(edm)[0] == 0 and neon_config.w_grid(edm)[-1] == 3
+    var = load(REPO / "config/paper/var-d16-imagenet256.yaml")["models"]["var-d16-imagenet256"]
+    assert var["synthetic"]["kappa"] == {"cfg": 1.25, "top_k": 900, "top_p": 0.95}
+    assert var["finetune"]["warmup_images"] == 7_500_000 and var["finetune"]["lr"] == 1e-5
+    imm = load(REPO / "config/paper/imm-imagenet256.yaml")["models"]
+    assert {m["evaluate"]["kappa"]["T"] for m in imm.values()} == {1, 2, 4, 8}
+    assert {m.get("training_of", name) for name, m in imm.items()} == {"imm-t8"}
+
+
+def test_a_missing_user_file_field_is_named(tmp_path):
+    config = yaml.safe_load((REPO / "config/paper/fm-cifar10.yaml").read_text())
+    del config["datasets"]["cifar10"]["statistics"]
+    with pytest.raises(neon_config.ConfigError, match="datasets.cifar10: 'statistics' is a required property"):
+        neon_config.validate(config)
+
+
+def test_all_paper_configs_dry_run_together_within_30s(tmp_path):
+    start = time.monotonic()
+    proc = snakemake(tmp_path, "--dry-run", "--quiet", "rules", config=PAPER[0],
+                     extra_configs=PAPER[1:])
+    seconds = time.monotonic() - start
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout.split("Job stats:")[1], re.M))
+    assert {rule: int(n) for rule, n in stats.items() if rule != "total"} == PAPER_JOBS
+    assert int(stats["total"]) == sum(PAPER_JOBS.values())
+    assert seconds <= 30, f"dry run of {stats['total']} jobs took {seconds:.1f} s"
+
+
+def test_a_codebase_without_adapter_stops_with_one_line(tmp_path):
+    """The VAR-d16 config with its files present: its first job says what to write."""
+    config = yaml.safe_load((REPO / "config/paper/var-d16-imagenet256.yaml").read_text())
+    ckpt = tmp_path / "var_d16.pth"
+    ckpt.write_bytes(b"")
+    config["models"]["var-d16-imagenet256"]["base"]["checkpoint"] = str(ckpt)
+    path = tmp_path / "var.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--cores", "1", "results/var-d16-imagenet256/base.safetensors",
+                     config=path, check=False)
+    log = (tmp_path / "results/logs/base/var-d16-imagenet256.log").read_text()
+    assert proc.returncode != 0
+    assert log.strip().splitlines()[-1] == (
+        "error: adapter 'var': no adapter for the VAR codebase (FoundationVision/VAR) yet; "
+        "write one (docs/adapters.md) and set adapter: package.module:Class")
+    assert "Traceback" not in log
+
+
+def test_training_of_must_share_the_training(tmp_path):
+    config = yaml.safe_load((REPO / "config/paper/imm-imagenet256.yaml").read_text())
+    config["models"]["imm-t4"]["finetune"] = {"lr": 1e-5}
+    config["models"] = neon_config.resolve_models(config["models"])
+    neon_config.validate(config)
+    with pytest.raises(neon_config.ConfigError, match="models.imm-t4.training_of: finetune differs from 'imm-t8'"):
+        neon_config.check_models(config["models"], config["datasets"])
+    config["models"]["imm-t4"]["finetune"] = dict(config["models"]["imm-t8"]["finetune"], budgets=[0.5])
+    neon_config.check_models(config["models"], config["datasets"])  # a sub-grid of budgets is fine
+    config["models"]["imm-t4"]["training_of"] = "imm-t9"
+    with pytest.raises(neon_config.ConfigError, match="models.imm-t4.training_of: no model named 'imm-t9'"):
+        neon_config.check_models(config["models"], config["datasets"])
