@@ -202,8 +202,9 @@ def _terms(x: np.ndarray) -> np.ndarray:
 
 def quadratic(oracle: Oracle, s: Settings, tol: float) -> str:
     """Fit a quadratic to FID over (w, γ) (w alone with one γ) near the best point, evaluate its
-    minimum inside a trust region around that point, and repeat; stop when the predicted gain is
-    below `tol`, the trust region is smaller than `xtol`, or `max_evals` is spent."""
+    minimum inside a trust region around that point, and repeat; stop (after at least one fitted
+    point) when the predicted gain is below `tol`, the trust region is smaller than `xtol`, or
+    `max_evals` is spent."""
     from scipy.optimize import minimize
 
     (w_lo, w_hi), (g_lo, g_hi) = s.w_bounds, s.gamma_bounds
@@ -232,8 +233,11 @@ def quadratic(oracle: Oracle, s: Settings, tol: float) -> str:
         lo, hi = np.maximum(best - radius, -1), np.minimum(best + radius, 1)
         found = minimize(lambda x: float(_terms(x[None])[0] @ coef), best, method="L-BFGS-B",
                          bounds=list(zip(lo, hi)))
-        gain = float(fs.min() - found.fun)
-        if gain < max(tol, 1e-12):
+        # the fit's own predicted decrease from the best point (least squares need not pass
+        # through it, so the observed best FID would understate or overstate the gain)
+        gain = float(_terms(best[None])[0] @ coef - found.fun)
+        # the design alone fits the whole box, which is rarely a bowl: its optimum is always tried
+        if gain < max(tol, 1e-12) and (len(oracle.asked) > len(_design(dims)) or gain < 1e-12):
             return "predicted gain below tolerance"
         candidate = oracle.key(*point(found.x))
         if candidate in oracle.asked:
