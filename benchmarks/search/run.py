@@ -34,11 +34,14 @@ COARSE = tuple(round(-1 + 0.2 * i, 3) for i in range(11))      # greedy's walk (
 WITHIN = 1.02
 
 
-def toy_config(workdir: Path) -> Path:
+def toy_config(workdir: Path, digits: bool = False) -> Path:
+    """config.yaml's toy models, or (digits) its digits-ddim alone."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["models"] = {k: v for k, v in config["models"].items() if k.startswith("toy-")}
-    config["datasets"] = {"gauss2d": config["datasets"]["gauss2d"]}
-    path = workdir / "toys.yaml"
+    keep = "digits" if digits else "gauss2d"
+    models = neon_config.resolve_models(config["models"])
+    config["models"] = {k: {f: x for f, x in v.items() if f != "name"} for k, v in models.items() if v["dataset"] == keep}
+    config["datasets"] = {keep: config["datasets"][keep]}
+    path = workdir / ("digits.yaml" if digits else "toys.yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -46,7 +49,7 @@ def toy_config(workdir: Path) -> Path:
 class Evaluator:
     """FID of one (model, S, B) at (w, γ) and seed, as the fid stage computes it; cached."""
 
-    def __init__(self, spec: dict, dataset: dict, base: Path, ckpt: Path, reference: Path):
+    def __init__(self, spec: dict, dataset: dict, base: Path, ckpt: Path, reference: Path, extractor: Path | None = None):
         import torch  # noqa: F401
 
         from neon_steps.io import load_tensors
@@ -56,21 +59,24 @@ class Evaluator:
         self.adapter = load_adapter(spec)
         self.base, self.selftrained = load_tensors(base), load_tensors(ckpt)
         self.ref = load_tensors(reference)
+        self.extractor = None if extractor is None else str(extractor)
         self.cache: dict[tuple, float] = {}
 
     def __call__(self, w: float, gamma: float, seed: int | None = None) -> float:
         from neon_steps.fid import evaluation_kappa
         from neon_steps.merge import merge_state_dicts
-        from neon_steps.sampling import draw
+        from neon_steps.sampling import balanced_labels, draw
 
         settings = self.spec["evaluate"]
         seed = settings["seed"] if seed is None else seed
         key = (w, gamma, seed)
         if key not in self.cache:
             self.adapter.load_state_dict(merge_state_dicts(self.base, self.selftrained, w, keep_base=lambda n: not self.adapter.mergeable(n)))
+            labels = (balanced_labels(settings["n"], self.adapter.num_classes, seed) if self.adapter.conditional else None)
             samples = draw(self.adapter, settings["n"], seed, evaluation_kappa(self.spec, gamma), settings["shard_size"],
-                           desc="benchmark")
-            self.cache[key] = metrics.score(metrics.features(self.dataset, samples), self.ref, prc=False)["fid"]
+                           labels, desc="benchmark")
+            feats = metrics.features(self.dataset, samples, self.extractor)
+            self.cache[key] = metrics.score(feats, self.ref, prc=False)["fid"]
         return self.cache[key]
 
 
@@ -92,24 +98,27 @@ def measure(settings: search.Settings, f, noise: float, target: float, base: tup
             "fid_best": step.asked.get(step.best, min(evaluated.values())), "reason": step.reason}
 
 
-def modes(gammas: tuple, noise: float) -> dict[str, search.Settings]:
+def modes(gammas: tuple, dense: tuple, coarse: tuple, xtol: float) -> dict[str, search.Settings]:
+    refine_gamma = (gammas[1] - gammas[0]) if len(gammas) > 1 else 0.0
     return {
-        "grid": search.Settings(mode="grid", w_grid=DENSE, gammas=gammas),
-        "greedy": search.Settings(mode="greedy", w_grid=COARSE, gammas=gammas, refine_w=0.1, max_evals=200),
-        "brent": search.Settings(mode="brent", w_grid=DENSE, gammas=gammas),
-        "quadratic": search.Settings(mode="quadratic", w_grid=DENSE, gammas=gammas),
+        "grid": search.Settings(mode="grid", w_grid=dense, gammas=gammas, max_evals=10**6),
+        "greedy": search.Settings(mode="greedy", w_grid=coarse, gammas=gammas, refine_w=0.1,
+                                  refine_gamma=refine_gamma, max_evals=200),
+        "brent": search.Settings(mode="brent", w_grid=dense, gammas=gammas, xtol=xtol),
+        "quadratic": search.Settings(mode="quadratic", w_grid=dense, gammas=gammas, xtol=xtol),
     }
 
 
-def run_search(name: str, f, n: int, noise: float, gammas: tuple = (1.0,)) -> dict:
-    grid_fid = min(f(w, g) for w in DENSE for g in gammas)
-    out = {"name": name, "n": n, "noise": noise, "grid_points": len(DENSE) * len(gammas), "grid_fid": grid_fid,
-           "grid_w": min(((w, g) for w in DENSE for g in gammas), key=lambda p: f(*p)), "modes": {}}
-    for mode, settings in modes(gammas, noise).items():
-        out["modes"][mode] = measure(settings, f, noise, WITHIN * grid_fid, (0.0, gammas[0]))
-    # without the noise floor: what the strategies reach when told to chase differences below it
-    for mode in ("brent", "quadratic"):
-        out["modes"][f"{mode}, no floor"] = measure(modes(gammas, 0.0)[mode], f, 0.0, WITHIN * grid_fid, (0.0, gammas[0]))
+def run_search(name: str, f, n: int, noise: float, gammas: tuple = (1.0,), dense: tuple = DENSE,
+               coarse: tuple = COARSE, xtol: float = 0.02) -> dict:
+    grid_fid = min(f(w, g) for w in dense for g in gammas)
+    out = {"name": name, "n": n, "noise": noise, "grid_points": len(dense) * len(gammas), "grid_fid": grid_fid,
+           "grid_w": min(((w, g) for w in dense for g in gammas), key=lambda p: f(*p)), "modes": {}}
+    # without the floor: what the strategies reach when they chase differences below the noise
+    for suffix, floor in (("", noise), (", no floor", 0.0)):
+        for mode, settings in modes(gammas, dense, coarse, xtol).items():
+            if not suffix or mode in ("brent", "quadratic"):
+                out["modes"][mode + suffix] = measure(settings, f, floor, WITHIN * grid_fid, (0.0, gammas[0]))
     return out
 
 
@@ -136,12 +145,14 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, required=True, help="where the toys' workflow artifacts go")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--models", nargs="*", default=None, help="toy models (default: all four)")
+    parser.add_argument("--digits", action="store_true",
+                        help="instead: config.yaml's digits-ddim over (w, γ), w step 0.1 on [0, 1.2], γ 1 to 2 (CPU: ~20 min)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    config_path = toy_config(args.workdir)
+    config_path = toy_config(args.workdir, args.digits)
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(args.workdir),
                     "--configfile", str(config_path), "--cores", "2", "--until", "ckpt", "reference", "-q"], check=True)
     config = neon_config.load(config_path)
@@ -149,7 +160,10 @@ def main() -> int:
     neon_config.validate(config)
     results = []
     start = time.time()
-    for name, spec in config["models"].items():
+    if args.digits:
+        results.append(digits_search(config, args.workdir / "results"))
+        print(summary_line(results[-1]), file=sys.stderr, flush=True)
+    for name, spec in ({} if args.digits else config["models"]).items():
         if args.models and name not in args.models:
             continue
         for S in neon_config.sizes(spec):
@@ -163,13 +177,27 @@ def main() -> int:
                 results.append(run_search(f"{name} S{S} B{neon_config.fmt(B)}", lambda w, g: f(w, g),
                                           spec["evaluate"]["n"], noise))
                 print(summary_line(results[-1]), file=sys.stderr, flush=True)
-    for name, fn, noise, gammas in analytic_surfaces():
+    for name, fn, noise, gammas in ([] if args.digits else analytic_surfaces()):
         results.append(run_search(name, fn, 0, noise, gammas))
         print(summary_line(results[-1]), file=sys.stderr, flush=True)
     args.out.write_text(json.dumps({"command": " ".join(sys.argv), "seconds": round(time.time() - start, 1),
                                     "within": WITHIN, "results": results}, indent=1) + "\n")
     print(table(results))
     return 0
+
+
+def digits_search(config: dict, root: Path) -> dict:
+    """digits-ddim (|S| = 6,000, B = 0.01) over w in [0, 1.2] and γ in [1, 2]: a real 2-D search."""
+    spec = config["models"]["digits-ddim"]
+    S, B = neon_config.sizes(spec)[0], neon_config.budgets(spec)[0]
+    f = Evaluator(spec, config["datasets"]["digits"], root / "digits-ddim/base.safetensors",
+                  root / f"digits-ddim/S{S}/ckpt/B{neon_config.fmt(B)}.safetensors",
+                  root / "reference/digits.safetensors", root / "classifier/digits.safetensors")
+    gammas = (1.0, 1.25, 1.5, 1.75, 2.0)
+    noise = statistics.stdev(f(0.0, 1.25, seed) for seed in (spec["evaluate"]["seed"], 4, 5))
+    dense = tuple(round(0.1 * i, 3) for i in range(13))
+    return run_search(f"digits-ddim S{S} B{neon_config.fmt(B)} (w, γ)", lambda w, g: f(w, g), spec["evaluate"]["n"],
+                      noise, gammas, dense=dense, coarse=tuple(round(0.2 * i, 3) for i in range(7)), xtol=0.05)
 
 
 def summary_line(r: dict) -> str:
