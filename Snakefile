@@ -19,6 +19,7 @@ include: "rules/sample.smk"
 include: "rules/finetune.smk"
 include: "rules/merge.smk"
 include: "rules/fid.smk"
+include: "rules/search.smk"
 include: "rules/aggregate.smk"
 
 

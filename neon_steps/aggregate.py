@@ -52,12 +52,24 @@ def base_spread(sweep: pd.DataFrame, noise: pd.DataFrame, model: str, gamma: flo
     return len(fids), float(fids.std(ddof=1)) if len(fids) > 1 else float("nan")
 
 
+FINAL_COLUMNS = ["model", "S", "B", "w", "gamma", "fid", "precision", "recall", "n", "n_reused", "n_sampled"]
+
+
+def final_table(final_files: Sequence[str]) -> pd.DataFrame:
+    """The final evaluations (search.final_n samples) of each search's chosen point."""
+    rows = [json.loads(Path(f).read_text()) for f in final_files]
+    return pd.DataFrame(rows, columns=FINAL_COLUMNS)
+
+
 def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float],
-             noise: pd.DataFrame | None = None) -> pd.DataFrame:
+             noise: pd.DataFrame | None = None, finals: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model: the base (w = 0, its best γ) and the best point of the whole sweep; with
     `noise`, the base's FID spread between evaluation seeds (fid_base_sd, at the base's γ, over
-    `seeds` seeds) and the improvement in units of it (gain_over_sd)."""
+    `seeds` seeds) and the improvement in units of it (gain_over_sd); with `finals`, the best
+    point's final FID (fid_final) and how many samples it used (n_final, of which n_final_sampled
+    were drawn for it; the rest are the search's). `evaluations`: points evaluated for the model."""
     noise = noise_table([]) if noise is None else noise
+    finals = final_table([]) if finals is None else finals
     rows = []
     for model, points in sweep.groupby("model", sort=False):
         base = points[points.w == 0].sort_values("fid", kind="stable").iloc[0]
@@ -72,6 +84,12 @@ def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float],
             "precision_neon": best.precision, "recall_neon": best.recall,
             "gamma_base": base.gamma, "n": int(best.n),
         })
+        final = finals[(finals.model == model) & (finals.S == best.S) & (finals.B == best.B)
+                       & (finals.w == best.w) & (finals.gamma == best.gamma)]
+        rows[-1].update(evaluations=len(points),
+                        fid_final=final.fid.iloc[0] if len(final) else float("nan"),
+                        n_final=int(final.n.iloc[0]) if len(final) else pd.NA,
+                        n_final_sampled=int(final.n_sampled.iloc[0]) if len(final) else pd.NA)
         seeds, sd = base_spread(sweep, noise, model, base.gamma)
         rows[-1].update(seeds=seeds, fid_base_sd=sd, gain_over_sd=(base.fid - best.fid) / sd if sd > 0 else float("nan"))
     return pd.DataFrame(rows)
@@ -230,11 +248,13 @@ def write_csv(frame: pd.DataFrame, out: str) -> None:
 def aggregate(metric_files: Sequence[str], base_budgets_mi: Mapping[str, float],
               sweep_out: str, table_out: str, figure_out: str, noise_files: Sequence[str] = (),
               budget_out: str | None = None, heatmap_out: str | None = None,
-              samples_out: str | None = None, image_models: Sequence[str] | None = None) -> pd.DataFrame:
+              samples_out: str | None = None, image_models: Sequence[str] | None = None,
+              final_files: Sequence[str] = ()) -> pd.DataFrame:
     """`noise_files`: the base's evaluations at extra seeds; `image_models`: the models whose
-    previews go in samples.png (default: every model that has them)."""
+    previews go in samples.png (default: every model that has them); `final_files`: the final
+    evaluations of the searches' chosen points."""
     sweep = sweep_table(metric_files)
-    table = table_a1(sweep, base_budgets_mi, noise_table(noise_files))
+    table = table_a1(sweep, base_budgets_mi, noise_table(noise_files), final_table(final_files))
     write_csv(sweep, sweep_out)
     write_csv(table, table_out)
     plot_fid_vs_w(sweep, figure_out)
@@ -255,21 +275,27 @@ def main(argv=None) -> int:
     parser.add_argument("--base-budget", action="append", default=[], metavar="MODEL=MI",
                         help="a model's base training budget in Mi images (for extra compute)")
     parser.add_argument("--noise", nargs="*", default=[], help="the base's metric files at extra seeds (fid_noise)")
+    parser.add_argument("--final", nargs="*", default=[], help="final evaluations (fid_final) of chosen points")
     parser.add_argument("--out-dir", default="results")
     args = parser.parse_args(argv)
     budgets = {k: float(v) for k, v in (item.split("=", 1) for item in args.base_budget)}
     out = Path(args.out_dir)
     aggregate(args.metrics, budgets, out / "tables/sweep.csv", out / "tables/table_a1.csv",
               out / "figures/fid_vs_w.png", args.noise, out / "figures/fid_vs_budget.png",
-              out / "figures/fid_w_gamma.png", out / "figures/samples.png")
+              out / "figures/fid_w_gamma.png", out / "figures/samples.png", final_files=args.final)
     return 0
 
 
 if __name__ == "__main__":
     if "snakemake" in globals():
         smk = snakemake  # noqa: F821
+        # the searches' inputs (search_*): their points' metrics, previews and final evaluations
+        searched = [f for name in smk.input.keys() if name.startswith("search_") for f in smk.input[name]]
+        metrics = list(smk.input.metrics) + [f for f in searched if f.endswith(".json") and not f.endswith(".final.json")]
+        finals = [f for f in searched if f.endswith(".final.json")]
         stage.run_snakemake(smk, lambda: aggregate(
-            smk.input.metrics, smk.params.base_budgets_mi, smk.output.sweep, smk.output.table, smk.output.figure,
-            smk.input.noise, smk.output.budgets, smk.output.heatmap, smk.output.samples, smk.params.image_models))
+            metrics, smk.params.base_budgets_mi, smk.output.sweep, smk.output.table, smk.output.figure,
+            smk.input.noise, smk.output.budgets, smk.output.heatmap, smk.output.samples, smk.params.image_models,
+            finals))
     else:
         sys.exit(main())

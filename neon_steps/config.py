@@ -79,6 +79,18 @@ def gammas(model: Mapping) -> list[float]:
     return [float(g) for g in model["evaluate"].get("gamma", [1.0])]
 
 
+def search(model: Mapping) -> dict:
+    """A model's search settings (the schema's defaults filled in)."""
+    return {"mode": "grid", **model["evaluate"].get("search", {})}
+
+
+def uses_rounds(model: Mapping) -> bool:
+    """Whether the model's (w, γ) are chosen by search rounds (checkpoints) rather than a plain
+    grid: every mode but grid, and grid too when a final evaluation needs its optimum."""
+    settings = search(model)
+    return settings["mode"] != "grid" or settings.get("final_n") is not None
+
+
 def budgets(model: Mapping) -> list[float]:
     return sorted(float(b) for b in model["finetune"]["budgets"])
 
@@ -95,6 +107,14 @@ def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> 
             raise ConfigError(f"{where}.dataset: no dataset named {model['dataset']!r} in datasets")
         if len(set(budgets(model))) != len(budgets(model)):
             raise ConfigError(f"{where}.finetune.budgets: repeated budget")
+        settings = model["evaluate"].get("search", {})
+        if settings.get("final_n") is not None:
+            n, shard = model["evaluate"]["n"], model["evaluate"].get("shard_size", 1000)
+            if n % shard:
+                raise ConfigError(f"{where}.evaluate.search.final_n: the final evaluation extends the search's shards, "
+                                  f"so evaluate.n ({n}) must be a multiple of evaluate.shard_size ({shard})")
+            if settings["final_n"] <= n:
+                raise ConfigError(f"{where}.evaluate.search.final_n: must be larger than evaluate.n ({n})")
         if not model.get("guidance", False) and gammas(model) != [1.0]:
             raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
         if "training_of" in model:

@@ -8,10 +8,13 @@ import sys
 import time
 from typing import Any, Mapping
 
+import torch
+
 from neon_steps import metrics, stage
-from neon_steps.io import file_identity, fingerprint, load_tensors, save_tensors, write_json
+from neon_steps.io import file_identity, fingerprint, load_metadata, load_tensors, save_tensors, write_json
 from neon_steps.models import load_adapter
 from neon_steps.sampling import balanced_labels, draw
+from neon_steps.seeding import derive_seed
 
 
 def evaluation_kappa(model: Mapping[str, Any], gamma: float) -> dict:
@@ -25,9 +28,10 @@ PREVIEW = 100  # samples kept beside the metrics (the aggregate's figure of gene
 
 
 def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapping[str, float], out: str,
-             extractor: str | None = None, preview: str | None = None) -> None:
+             extractor: str | None = None, preview: str | None = None, features: str | None = None) -> None:
     """`extractor`: the feature extractor's weights where the data set has one (digits);
-    `preview`: where to save the first 100 samples (and labels), or None."""
+    `preview`: where to save the first 100 samples (and labels), or None; `features`: where to
+    save the samples' features (a final evaluation at this point starts from them), or None."""
     settings = model["evaluate"]
     start = time.time()
     adapter = load_adapter(model, device=stage.device()).load(weights)
@@ -40,20 +44,68 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     if preview:
         save_tensors(preview, {"samples": samples[:PREVIEW], **({} if labels is None else {"labels": labels[:PREVIEW]})},
                      {"model": model["name"], **point})
-    feats = metrics.features(model["dataset_spec"], samples, extractor, where=f"datasets.{model.get('dataset', '<dataset>')}")
-    ref = load_tensors(reference)
-    scores = metrics.score(feats, ref, prc=False)
-    prc_n = min(n, settings["prc_n"])  # precision/recall is O(n²): scored on the first prc_n samples
-    if "features" in ref:  # without real features (an Inception reference of mu and sigma only): FID alone
-        scores.update({k: v for k, v in metrics.score(feats[:prc_n], ref).items() if k != "fid"})
-    else:
-        scores.update(precision=None, recall=None)
+    feats = metrics.features(model["dataset_spec"], samples, extractor, where=dataset_field(model))
+    if features:
+        save_tensors(features, {"features": feats}, {"model": model["name"], **point, "n": n, "seed": settings["seed"],
+                                                     "shard_size": settings["shard_size"]})
     write_json(out, {
-        "model": model["name"], "family": adapter.family, **point, **scores,
-        "n": n, "prc_n": prc_n, "nfe": adapter.nfe(kappa), "seconds": round(time.time() - start, 3),
-        "seed": settings["seed"],
+        "model": model["name"], "family": adapter.family, **point, **scored(feats, reference, settings),
+        "n": n, "nfe": adapter.nfe(kappa), "seconds": round(time.time() - start, 3), "seed": settings["seed"],
     })
     shutil.rmtree(shards)
+
+
+def dataset_field(model: Mapping[str, Any]) -> str:
+    """The config field an error about the model's data set names."""
+    return f"datasets.{model.get('dataset', '<dataset>')}"
+
+
+def scored(feats, reference: str, settings: Mapping[str, Any]) -> dict:
+    """FID on every sample; precision/recall (O(n²)) on the first prc_n, where the reference has
+    real features (an Inception reference of mu and sigma alone gives FID only)."""
+    ref = load_tensors(reference)
+    if "features" not in ref:
+        return {"fid": metrics.fid(feats, ref), "precision": None, "recall": None, "prc_n": 0}
+    prc_n = min(len(feats), settings["prc_n"])
+    return {"fid": metrics.fid(feats, ref), **metrics.precision_recall(feats[:prc_n], ref), "prc_n": prc_n}
+
+
+def final_labels(n_search: int, n_final: int, num_classes: int, seed: int) -> torch.Tensor:
+    """The labels of the samples a final evaluation adds after the search's: balanced on their
+    own, so the whole list stays balanced (up to one per class per part)."""
+    return balanced_labels(n_final - n_search, num_classes, derive_seed(seed, "final"))
+
+
+def evaluate_final(model: Mapping[str, Any], weights: str, reference: str, point: Mapping[str, float],
+                   n_final: int, search_features: str, out: str, extractor: str | None = None) -> None:
+    """FID at `n_final` samples: the search's samples at this point are the first shards of the
+    draw (same seed, same shard seeds), so their stored features are reused and only shards from
+    there on are sampled."""
+    settings = model["evaluate"]
+    start = time.time()
+    reused = load_tensors(search_features)["features"]
+    meta = load_metadata(search_features)
+    if int(meta["seed"]) != settings["seed"] or int(meta["shard_size"]) != settings["shard_size"]:
+        raise stage.NeonError(f"{search_features}: drawn with another seed or shard size than evaluate's; rerun its fid job")
+    n_search = len(reused)
+    if n_search % settings["shard_size"] or n_final <= n_search:
+        raise stage.NeonError(f"evaluate.search.final_n: {n_final} samples cannot extend the search's {n_search} "
+                              f"in shards of {settings['shard_size']}")
+    adapter = load_adapter(model, device=stage.device()).load(weights)
+    kappa = evaluation_kappa(model, point["gamma"])
+    labels = (final_labels(n_search, n_final, adapter.num_classes, settings["seed"]) if adapter.conditional else None)
+    print(f"final evaluation: {n_search} samples' features reused from the search, sampling {n_final - n_search}",
+          file=sys.stderr)
+    samples = draw(adapter, n_final - n_search, settings["seed"], kappa, settings["shard_size"], labels,
+                   desc="final evaluation", resume_dir=f"{out}.shards", first_shard=n_search // settings["shard_size"],
+                   fingerprint=fingerprint([file_identity(weights), settings, kappa, n_search]))
+    feats = torch.cat([reused, metrics.features(model["dataset_spec"], samples, extractor, where=dataset_field(model))])
+    write_json(out, {
+        "model": model["name"], "family": adapter.family, **point, **scored(feats, reference, settings),
+        "n": n_final, "n_reused": n_search, "n_sampled": len(samples), "nfe": adapter.nfe(kappa),
+        "seconds": round(time.time() - start, 3), "seed": settings["seed"],
+    })
+    shutil.rmtree(f"{out}.shards")
 
 
 def main(argv=None) -> int:
@@ -79,8 +131,13 @@ if __name__ == "__main__":
         point = {key: cast(wc[key]) for key, cast in (("S", int), ("B", float), ("w", float), ("gamma", float))
                  if key in wc.keys()}
         point.setdefault("w", 0.0)
-        stage.run_snakemake(smk, lambda: evaluate(smk.params.model, smk.input.weights, smk.input.reference,
-                                                  point, smk.output[0], smk.input.get("classifier"),
-                                                  smk.output.get("preview")))
+        if smk.rule == "fid_final":
+            stage.run_snakemake(smk, lambda: evaluate_final(smk.params.model, smk.input.weights, smk.input.reference,
+                                                            point, smk.params.n, smk.input.search, smk.output[0],
+                                                            smk.input.get("classifier")))
+        else:
+            stage.run_snakemake(smk, lambda: evaluate(smk.params.model, smk.input.weights, smk.input.reference,
+                                                      point, smk.output[0], smk.input.get("classifier"),
+                                                      smk.output.get("preview"), smk.output.get("features")))
     else:
         sys.exit(main())

@@ -11,10 +11,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:
+    import torch
 
 
 _UMASK = os.umask(0)
@@ -55,6 +55,8 @@ def read_json(path: str | os.PathLike):
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                  metadata: Mapping[str, object] | None = None) -> None:
     """Save tensors as safetensors; metadata values that are not strings are stored as JSON."""
+    from safetensors.torch import save_file  # imported here: torch-free callers (search rounds) stay fast
+
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -62,6 +64,8 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     return load_file(str(path))
 
 

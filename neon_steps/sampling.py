@@ -29,11 +29,13 @@ def shards(n: int, shard_size: int) -> Iterator[tuple[int, slice]]:
 
 def draw(adapter: Adapter, n: int, seed: int, kappa: Kappa, shard_size: int = 1000,
          labels: torch.Tensor | None = None, desc: str = "sampling",
-         resume_dir: str | Path | None = None, fingerprint: str = "") -> torch.Tensor:
+         resume_dir: str | Path | None = None, fingerprint: str = "", first_shard: int = 0) -> torch.Tensor:
     """`n` samples; shard i is drawn from its own generator seeded by (seed, i).
 
     With `resume_dir`, each finished shard is kept there (under `fingerprint`, which must name the
-    weights and settings), so a killed job started again draws only the missing shards."""
+    weights and settings), so a killed job started again draws only the missing shards.
+    `first_shard`: the draw continues one whose shards 0..first_shard-1 exist elsewhere (a final
+    evaluation after the search's samples); `labels` are then those of the new samples only."""
     adapter.net.eval()
     store = ShardStore(resume_dir, fingerprint) if resume_dir else None
     if store and (kept := store.count()):
@@ -44,7 +46,7 @@ def draw(adapter: Adapter, n: int, seed: int, kappa: Kappa, shard_size: int = 10
         shard = store.get(i, count) if store else None
         if shard is None:
             shard_labels = None if labels is None else labels[part]
-            gen = torch.Generator().manual_seed(derive_seed(seed, "shard", i))
+            gen = torch.Generator().manual_seed(derive_seed(seed, "shard", first_shard + i))
             shard = adapter.sample(count, gen, kappa, shard_labels)
             if store:
                 store.put(i, shard)

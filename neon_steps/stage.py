@@ -8,8 +8,6 @@ import sys
 import time
 from typing import Callable, Iterator
 
-import torch
-
 from neon_steps import config as neon_config
 
 
@@ -17,8 +15,10 @@ class NeonError(Exception):
     """A user mistake (a missing file, a bad value): reported as one line, never a traceback."""
 
 
-def device() -> torch.device:
+def device():
     """The GPU when one is visible, the CPU otherwise."""
+    import torch  # here, not above: torch-free stages (search rounds) skip its import
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -46,6 +46,8 @@ def logged(log_path: str | None) -> Iterator[None]:
 
 
 def configure_torch(threads: int) -> None:
+    import torch
+
     torch.set_num_threads(max(1, threads))
 
 

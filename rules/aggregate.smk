@@ -1,8 +1,10 @@
 rule aggregate:
     input:
-        metrics=all_metric_files(),
-        previews=all_preview_files(),
+        metrics=[f for model in grid_models() for f in metric_files(model)],
+        previews=[f for model in grid_models() for f in preview_files(model)],
         noise=all_noise_files(),
+        # one input function per search, so that their rounds run side by side
+        **search_inputs(),
     output:
         sweep=out("tables/sweep.csv"),
         table=out("tables/table_a1.csv"),

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import sys
@@ -32,6 +33,7 @@ wildcard_constraints:
     w=neon_config.NUMBER,
     gamma=neon_config.NUMBER,
     seed=r"[0-9]+",
+    k=r"[0-9]+",
 
 
 # -- paths ------------------------------------------------------------------------------------
@@ -48,7 +50,7 @@ def out(path):
 NOT_IN_PARAMS = {
     "synthetic": {"sizes"},
     "finetune": {"budgets", "save_every_images", "save_every_minutes"},
-    "evaluate": {"w", "gamma", "noise_seeds", "final_n"},
+    "evaluate": {"w", "gamma", "noise_seeds", "search"},
 }
 
 
@@ -143,24 +145,101 @@ def with_eval_seed(spec, seed):
     return {**spec, "evaluate": {**spec["evaluate"], "seed": int(seed)}}
 
 
+def point_file(model, S, B, w, g, suffix=".json"):
+    return out(f"{model}/S{S}/B{fmt(B)}/w{fmt(w)}/g{fmt(g)}{suffix}")
+
+
+def searches(model):
+    """(S, B) of every search of a model."""
+    spec = MODELS[model]
+    return [(S, B) for S in neon_config.sizes(spec) for B in neon_config.budgets(spec)]
+
+
 def metric_files(model):
+    """Every point of a model's grid (the points of models searched by rounds: search_inputs)."""
     spec = MODELS[model]
     return [
-        out(f"{model}/S{S}/B{fmt(B)}/w{fmt(w)}/g{fmt(g)}.json")
-        for S in neon_config.sizes(spec)
-        for B in neon_config.budgets(spec)
+        point_file(model, S, B, w, g)
+        for S, B in searches(model)
         for w in neon_config.w_grid(spec)
         for g in neon_config.gammas(spec)
     ]
 
 
-def all_metric_files():
-    return [f for model in MODELS for f in metric_files(model)]
+def grid_models():
+    return [m for m in MODELS if not neon_config.uses_rounds(MODELS[m])]
 
 
-def all_preview_files():
+def preview_files(model):
     """The first samples of every evaluation of an image model, for the figure of digits."""
-    return [f.removesuffix(".json") + ".preview.safetensors" for model in image_models() for f in metric_files(model)]
+    if model not in image_models():
+        return []
+    return [f.removesuffix(".json") + ".preview.safetensors" for f in metric_files(model)]
+
+
+# -- search rounds (rules/search.smk) ----------------------------------------------------------
+def round_file(model, S, B, k):
+    return out(f"search/{model}/S{S}/B{fmt(B)}/round{k}.json")
+
+
+def base_points(model, S, B):
+    """The base (w = 0) at every γ at this (S, B): evaluated for the table whatever the search."""
+    return [point_file(model, S, B, 0, g) for g in neon_config.gammas(MODELS[model])]
+
+
+def search_round_inputs(wc):
+    """Round k reads round k-1 and every point evaluated so far (round k-1's `evaluated` and
+    `next`); round 0 only the base and its noise seeds. Reading round k-1 waits for its checkpoint."""
+    inputs = {"base": base_points(wc.model, wc.S, wc.B), "noise": noise_files(wc.model)}
+    k = int(wc.k)
+    if k > 0:
+        previous = checkpoints.search_round.get(model=wc.model, S=wc.S, B=wc.B, k=str(k - 1)).output[0]
+        done = read_round(previous)
+        points = [p[:2] for p in done["evaluated"]] + done["next"]
+        inputs.update(previous=previous, metrics=[point_file(wc.model, wc.S, wc.B, w, g) for w, g in points])
+    return inputs
+
+
+def read_round(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def last_round(model, S, B):
+    """The round that finished a search: rounds are asked for one at a time, each only once the
+    one before has run and said it was not done (the DAG grows a round per checkpoint)."""
+    for k in range(search_settings(model)["max_rounds"]):
+        result = read_round(checkpoints.search_round.get(model=model, S=str(S), B=fmt(B), k=str(k)).output[0])
+        if result["done"]:
+            return result
+    raise WorkflowError(f"search of {model} S{S} B{fmt(B)}: no round said it was done")  # the last one always does
+
+
+def search_settings(model):
+    spec = MODELS[model]
+    return {**neon_config.search(spec), "w_grid": neon_config.w_grid(spec), "gammas": neon_config.gammas(spec)}
+
+
+def search_inputs():
+    """Named inputs of the aggregate, one function per search (model, S, B): each waits for its
+    own rounds only, so searches proceed side by side. The files: the evaluated points' metrics
+    (and previews of image models), and the final evaluation (.final.json) where asked for."""
+
+    def files(model, S, B):
+        result = last_round(model, S, B)
+        points = [point_file(model, S, B, w, g) for w, g, _fid in result["evaluated"]]
+        previews = [f.removesuffix(".json") + ".preview.safetensors" for f in points] if model in image_models() else []
+        final = [point_file(model, S, B, *result["best"], suffix=".final.json")] if has_final(model) else []
+        return points + previews + final
+
+    return {
+        f"search_{i}": (lambda wc, m=m, S=S, B=B: files(m, S, B))
+        for i, (m, S, B) in enumerate((m, S, B) for m in MODELS if neon_config.uses_rounds(MODELS[m]) for S, B in searches(m))
+    }
+
+
+def has_final(model):
+    return neon_config.search(MODELS[model]).get("final_n") is not None
 
 
 def noise_files(model):

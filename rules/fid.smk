@@ -6,6 +6,8 @@ rule fid:
     output:
         metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.json"),
         preview=out("{model}/S{S}/B{B}/w{w}/g{gamma}.preview.safetensors"),  # the first 100 samples
+        # the samples' features: where this point is chosen, the final evaluation starts from them
+        features=out("{model}/S{S}/B{B}/w{w}/g{gamma}.features.safetensors"),
     params:
         model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
     log:

@@ -29,8 +29,8 @@ def planned_jobs(workdir: Path, config: Path = TINY) -> list[tuple[str, dict[str
     """The jobs a dry run would run: (rule, wildcards) for each."""
     proc = snakemake(workdir, "--dry-run", config=config)
     jobs = []
-    for block in re.split(r"\n(?=\s*(?:local)?rule \S+:)", proc.stdout):
-        match = re.match(r"\s*(?:local)?rule (\S+):", block)
+    for block in re.split(r"\n(?=\s*(?:local)?(?:rule|checkpoint) \S+:)", proc.stdout):
+        match = re.match(r"\s*(?:local)?(?:rule|checkpoint) (\S+):", block)
         if not match:
             continue
         wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)

@@ -72,6 +72,8 @@ def test_shipped_configs_are_valid(path):
     (lambda c: c["models"]["toy-ar-tau0.5"]["evaluate"].update(w={"start": 0, "stop": 1}),
      "models.toy-ar-tau0.5.evaluate.w:"),
     (lambda c: c["datasets"]["gauss2d"].pop("cov"), "datasets.gauss2d: 'cov' is a required property"),
+    (lambda c: c["models"]["toy-ar-tau0.5"]["evaluate"].update(search={"mode": "newton"}),
+     "models.toy-ar-tau0.5.evaluate.search.mode: 'newton' is not one of"),
 ])
 def test_schema_errors_name_the_field(edit, message):
     config = load_default()
@@ -86,4 +88,11 @@ def test_gamma_grid_needs_guidance():
     config = load_default()
     config["models"]["toy-ar-tau0.5"]["evaluate"]["gamma"] = [1.0, 2.0]
     with pytest.raises(ConfigError, match=r"models\.toy-ar-tau0\.5\.evaluate\.gamma"):
+        neon_config.check_models(config["models"], config["datasets"])
+
+
+def test_a_final_evaluation_must_extend_whole_shards():
+    config = load_default()
+    config["models"]["toy-ar-tau0.5"]["evaluate"].update(n=2500, search={"final_n": 50000})
+    with pytest.raises(ConfigError, match=r"models\.toy-ar-tau0\.5\.evaluate\.search\.final_n: .* multiple of"):
         neon_config.check_models(config["models"], config["datasets"])

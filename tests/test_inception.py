@@ -59,7 +59,7 @@ def test_edm_statistics_give_fid_and_no_precision_recall(tmp_path, weights, real
     ref = load_tensors(out)
     assert set(ref) == {"mu", "sigma"}
     # the reference's own features: FID 0 up to rounding (one FID: sqrtm of 2048x2048 takes seconds)
-    fid = metrics.score(feats, ref, prc=False)["fid"]
+    fid = metrics.fid(feats, ref)
     assert abs(fid) < 1e-4 * ref["sigma"].trace().item()
 
 

@@ -13,11 +13,13 @@ from neon_steps import config as neon_config
 
 PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
 
-# Jobs of a dry run of all paper configs together, by rule. Per model: |S| samples, |S|·|B|
-# fine-tune segments (and ckpt), |S|·|B|·|w| merges, |S|·|B|·|w|·|γ| fid jobs (w = 0 included);
-# IMM's T = 4, 2, 1 models evaluate T = 8's training, so they add merges and fids only.
-PAPER_JOBS = {"base": 9, "reference": 4, "sample": 21, "finetune": 122, "ckpt": 122,
-              "merge": 1490, "fid": 3984, "aggregate": 1, "all": 1}
+# Jobs of a dry run of all paper configs together, by rule, before any search round has run. Per
+# model: |S| samples, |S|·|B| fine-tune segments (and ckpt) and searches; a search's round 0
+# (search_round) waits for the base (w = 0: one merge) at every γ (fid); fid_noise evaluates the
+# base at the noise seeds, at every γ. IMM's T = 4, 2, 1 models evaluate T = 8's training, so they
+# add searches only. Later rounds' points appear once the rounds before them have run.
+PAPER_JOBS = {"base": 9, "reference": 4, "sample": 21, "finetune": 122, "ckpt": 122, "search_round": 134,
+              "merge": 134, "fid": 438, "fid_noise": 52, "aggregate": 1, "all": 1}
 
 
 def load(path):
@@ -43,7 +45,8 @@ def test_paper_config_validates_and_names_user_files(path):
             assert not (REPO / dataset[field]).exists()  # the user's, not the repository's
     for name, model in config["models"].items():
         assert "checkpoint" in model["base"] and model["base"]["images"] > 0
-        assert model["evaluate"]["n"] == 10000 and model["evaluate"]["final_n"] == 50000
+        assert model["evaluate"]["n"] == 10000 and model["evaluate"]["search"]["final_n"] == 50000
+        assert model["evaluate"]["search"]["mode"] in {"brent", "quadratic"} and model["evaluate"]["noise_seeds"]
         assert set(model["resources"]) >= {"sample", "finetune", "fid"}
         assert model["finetune"]["save_every_images"] == 250000
 

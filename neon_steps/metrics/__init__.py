@@ -61,16 +61,22 @@ def reference(dataset: Mapping[str, Any], data_path=None, extractor=None, where:
     raise ValueError(f"datasets: no reference for kind {dataset['kind']!r}")
 
 
-def score(generated: torch.Tensor, ref: Mapping[str, torch.Tensor], prc: bool = True) -> dict[str, float]:
-    """FID of generated features against the reference statistics, and precision/recall at k=5
-    against the reference features."""
+def fid(generated: torch.Tensor, ref: Mapping[str, torch.Tensor]) -> float:
+    """FID of generated features against the reference statistics."""
     stats = fid_features_to_statistics(generated.double().cpu())
     ref_stats = {"mu": ref["mu"].double().numpy(), "sigma": ref["sigma"].double().numpy()}
-    fid = fid_statistics_to_metric({k: np.asarray(v, np.float64) for k, v in stats.items()}, ref_stats, False)
-    out = {"fid": float(fid[KEY_METRIC_FID])}
-    if prc:
-        pr = prc_features_to_metric(generated.float().cpu(), ref["features"].float().cpu(),
-                                    prc_neighborhood=PRC_NEIGHBORHOOD, prc_batch_size=10000,
-                                    save_cpu_ram=True, verbose=False)
-        out.update(precision=float(pr[KEY_METRIC_PRECISION]), recall=float(pr[KEY_METRIC_RECALL]))
-    return out
+    value = fid_statistics_to_metric({k: np.asarray(v, np.float64) for k, v in stats.items()}, ref_stats, False)
+    return float(value[KEY_METRIC_FID])
+
+
+def precision_recall(generated: torch.Tensor, ref: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Precision and recall at k=5 against the reference's real features."""
+    pr = prc_features_to_metric(generated.float().cpu(), ref["features"].float().cpu(),
+                                prc_neighborhood=PRC_NEIGHBORHOOD, prc_batch_size=10000,
+                                save_cpu_ram=True, verbose=False)
+    return {"precision": float(pr[KEY_METRIC_PRECISION]), "recall": float(pr[KEY_METRIC_RECALL])}
+
+
+def score(generated: torch.Tensor, ref: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """FID, precision and recall of generated features."""
+    return {"fid": fid(generated, ref), **precision_recall(generated, ref)}

@@ -1,0 +1,79 @@
+"""Stage `search_round`: one round of a (w, γ) search for one (model, |S|, B).
+
+Reads every FID evaluated so far (the previous round's points and the ones it asked for), the
+base's FID at the noise seeds, replays the search (neon_steps/search.py) and writes which points
+to evaluate next, or that the search is done and which point it chose. The last allowed round
+(search.max_rounds) is always done: the DAG stays finite."""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from neon_steps import search
+from neon_steps.io import write_json
+
+
+def fid_noise(base_files: Sequence[str], noise_files: Sequence[str]) -> float:
+    """The FID's standard deviation between draws of the base at the search's sample count: the
+    base at the main seed and at the noise seeds, per γ, averaged over γ; 0 without noise seeds."""
+    by_gamma: dict[float, dict[int, float]] = {}
+    for f in [*base_files, *noise_files]:
+        result = json.loads(Path(f).read_text())
+        by_gamma.setdefault(float(result["gamma"]), {})[int(result["seed"])] = float(result["fid"])
+    spreads = [statistics.stdev(fids.values()) for fids in by_gamma.values() if len(fids) > 1]
+    return statistics.fmean(spreads) if spreads else 0.0
+
+
+def search_round(settings: Mapping[str, Any], k: int, metric_files: Sequence[str], base_files: Sequence[str],
+                 noise_files: Sequence[str], out: str) -> dict:
+    evaluated = {}
+    for f in [*base_files, *metric_files]:
+        result = json.loads(Path(f).read_text())
+        evaluated[(float(result["w"]), float(result["gamma"]))] = float(result["fid"])
+    noise = fid_noise(base_files, noise_files)
+    config = search.settings_from(settings, settings["w_grid"], settings["gammas"])
+    step = search.next_points(config, evaluated, noise)
+    if not step.done and k + 1 >= settings["max_rounds"]:
+        step.done, step.next, step.reason = True, [], "max_rounds"
+    if step.done and step.best is None:  # nothing asked (a budget below the design): the best evaluated
+        step.best = min(evaluated, key=lambda p: (evaluated[p], p))
+    result = {
+        "round": k, "mode": config.mode, "noise": noise, "tol": max(config.tol, noise),
+        "evaluated": [[w, g, fid] for (w, g), fid in sorted(evaluated.items())],
+        "next": [list(p) for p in step.next], "done": step.done, "reason": step.reason,
+        "best": list(step.best) if step.best else None,
+        "fid_best": evaluated.get(step.best) if step.best else None,
+    }
+    write_json(out, result)
+    print(f"round {k} ({config.mode}): {len(evaluated)} points evaluated, noise {noise:.4g}; "
+          + (f"done ({step.reason}), best {step.best}" if step.done else f"next {step.next}"), file=sys.stderr)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--settings", required=True, help="JSON: the search settings with w_grid and gammas")
+    parser.add_argument("--round", type=int, required=True)
+    parser.add_argument("--base", nargs="+", required=True, help="metric files of the base (w = 0), every γ")
+    parser.add_argument("--metrics", nargs="*", default=[], help="metric files evaluated so far")
+    parser.add_argument("--noise", nargs="*", default=[], help="the base's metric files at the noise seeds")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    settings = {"mode": "grid", "tol": 0.0, "max_rounds": 30, **json.loads(args.settings)}
+    search_round(settings, args.round, args.metrics, args.base, args.noise, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    if "snakemake" in globals():
+        from neon_steps import stage
+
+        smk = snakemake  # noqa: F821
+        with stage.logged(smk.log[0]):
+            search_round(smk.params.search, int(smk.wildcards.k), smk.input.get("metrics", []), smk.input.base,
+                         smk.input.noise, smk.output[0])
+    else:
+        sys.exit(main())
