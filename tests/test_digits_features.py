@@ -7,7 +7,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from neon_steps import data, metrics
 from neon_steps.io import load_tensors
-from neon_steps.metrics import digits
+from neon_steps.metrics import digits, extraction
 
 DATASET = {"kind": "digits", "heldout": 297, "split_seed": 0,
            "reference": {"classifier": {"epochs": 30, "seed": 0}}}
@@ -128,7 +128,7 @@ def test_calculate_metrics_with_the_registered_extractor_agrees(stored):
     held, _ = data.load_split(stored["data"], "heldout")
     train, _ = data.load_split(stored["data"], "train")
     result = torch_fidelity.calculate_metrics(
-        input1=digits.Images(held), input2=digits.Images(train), fid=True, prc=True, prc_neighborhood=5,
+        input1=extraction.Images(held), input2=extraction.Images(train), fid=True, prc=True, prc_neighborhood=5,
         feature_extractor=digits.NAME, feature_extractor_weights_path=str(stored["classifier"]),
         cuda=False, save_cpu_ram=True, cache=False, verbose=False)
     ours = metrics.score(load_tensors(stored["reference"])["heldout_features"], load_tensors(stored["reference"]))

@@ -15,11 +15,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import Dataset
 from torch_fidelity import FeatureExtractorBase
 from tqdm import tqdm
 
 from neon_steps.io import load_metadata, load_tensors, save_tensors
+from neon_steps.metrics import extraction
 
 NAME = "neon-digits-cnn"
 FEATURES = ("pool", "logits")
@@ -149,29 +149,10 @@ def register() -> None:
         torch_fidelity.register_feature_extractor(NAME, DigitsFeatureExtractor)
 
 
-class Images(Dataset):
-    """Bare uint8 CHW tensors, one per item: the input torch-fidelity accepts from memory."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
-
-
 def extract(images: torch.Tensor, weights_path, layer: str = "pool", batch_size: int = 500) -> torch.Tensor:
     """Features of uint8 images [N,1,8,8], extracted by torch-fidelity with the registered
     extractor (progress bar on stderr)."""
-    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
-
     register()
     if images.dtype != torch.uint8:
         raise ValueError(f"{NAME}: expected uint8 images, got {images.dtype}")
-    extractor = create_feature_extractor(NAME, [layer], cuda=False, verbose=False,
-                                         feature_extractor_weights_path=str(weights_path))
-    feats = get_featuresdict_from_dataset(Images(images.cpu()), extractor, batch_size, cuda=False,
-                                          save_cpu_ram=True, verbose=True)
-    return feats[layer].double()
+    return extraction.extract(NAME, layer, images, weights_path, batch_size)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neon_steps.metrics import extraction
 from neon_steps.stage import NeonError
 
 NAME = "inception-v3-compat"
@@ -39,36 +40,16 @@ def check_weights(path: str, field: str) -> None:
         raise NeonError(f"{field}: {path}: not torch-fidelity's Inception-v3 weights (no fc.weight of shape 1008x2048)")
 
 
-class _Images(torch.utils.data.Dataset):
-    """Bare uint8 CHW tensors, one per item: what torch-fidelity takes from memory."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i]
-
-
 def extract(images: torch.Tensor, weights: str, field: str = "inception_weights",
             batch_size: int = 100) -> torch.Tensor:
     """Inception pool features [N, 2048] (float64) of uint8 images [N, C, H, W] of any size
     (torch-fidelity resizes to 299 as TensorFlow did); one channel is repeated to three."""
-    from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
-
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"{NAME}: expected uint8 images [N,1|3,H,W], got {images.dtype} {tuple(images.shape)}")
     check_weights(weights, field)
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
-    cuda = torch.cuda.is_available()
-    extractor = create_feature_extractor(NAME, [LAYER], cuda=cuda, verbose=False,
-                                         feature_extractor_weights_path=str(weights))
-    feats = get_featuresdict_from_dataset(_Images(images.contiguous().cpu()), extractor, batch_size, cuda=cuda,
-                                          save_cpu_ram=True, verbose=True)
-    return feats[LAYER].double().cpu()
+    return extraction.extract(NAME, LAYER, images, weights, batch_size, cuda=torch.cuda.is_available())
 
 
 def read_npz(path: str, field: str) -> dict[str, np.ndarray]:
