@@ -46,7 +46,10 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
                      {"model": model["name"], **point})
     feats = metrics.features(model["dataset_spec"], samples, extractor, where=dataset_field(model))
     if features:
-        save_tensors(features, {"features": feats}, {"model": model["name"], **point, "n": n, "seed": settings["seed"],
+        # The extractors compute in float32 (cast to float64 for the statistics): stored as float32
+        # where that is exact, half the bytes (10k Inception features: 82 MB, not 164).
+        stored = feats.float() if torch.equal(feats.float().double(), feats) else feats
+        save_tensors(features, {"features": stored}, {"model": model["name"], **point, "n": n, "seed": settings["seed"],
                                                      "shard_size": settings["shard_size"]})
     write_json(out, {
         "model": model["name"], "family": adapter.family, **point, **scored(feats, reference, settings),
@@ -83,7 +86,7 @@ def evaluate_final(model: Mapping[str, Any], weights: str, reference: str, point
     there on are sampled."""
     settings = model["evaluate"]
     start = time.time()
-    reused = load_tensors(search_features)["features"]
+    reused = load_tensors(search_features)["features"].double()
     meta = load_metadata(search_features)
     if int(meta["seed"]) != settings["seed"] or int(meta["shard_size"]) != settings["shard_size"]:
         raise stage.NeonError(f"{search_features}: drawn with another seed or shard size than evaluate's; rerun its fid job")
