@@ -44,23 +44,29 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     if preview:
         save_tensors(preview, {"samples": samples[:PREVIEW], **({} if labels is None else {"labels": labels[:PREVIEW]})},
                      {"model": model["name"], **point})
-    feats = metrics.features(model["dataset_spec"], samples, extractor, where=dataset_field(model))
+    feats = features_of(model, samples, extractor)
     if features:
         # The extractors compute in float32 (cast to float64 for the statistics): stored as float32
         # where that is exact, half the bytes (10k Inception features: 82 MB, not 164).
-        stored = feats.float() if torch.equal(feats.float().double(), feats) else feats
-        save_tensors(features, {"features": stored}, {"model": model["name"], **point, "n": n, "seed": settings["seed"],
-                                                     "shard_size": settings["shard_size"]})
+        single = feats.float()
+        save_tensors(features, {"features": single if torch.equal(single.double(), feats) else feats},
+                     {"model": model["name"], **point, "n": n, "seed": settings["seed"], "shard_size": settings["shard_size"]})
+    write_metrics(out, model, adapter, point, feats, reference, start, nfe=adapter.nfe(kappa))
+
+
+def features_of(model: Mapping[str, Any], samples, extractor: str | None):
+    return metrics.features(model["dataset_spec"], samples, extractor, where=f"datasets.{model.get('dataset', '<dataset>')}")
+
+
+def write_metrics(out: str, model: Mapping[str, Any], adapter, point: Mapping[str, float], feats, reference: str,
+                  start: float, **extra) -> None:
+    """Score the features and write the metrics JSON; the finished job's shards go."""
+    settings = model["evaluate"]
     write_json(out, {
         "model": model["name"], "family": adapter.family, **point, **scored(feats, reference, settings),
-        "n": n, "nfe": adapter.nfe(kappa), "seconds": round(time.time() - start, 3), "seed": settings["seed"],
+        "n": len(feats), **extra, "seconds": round(time.time() - start, 3), "seed": settings["seed"],
     })
-    shutil.rmtree(shards)
-
-
-def dataset_field(model: Mapping[str, Any]) -> str:
-    """The config field an error about the model's data set names."""
-    return f"datasets.{model.get('dataset', '<dataset>')}"
+    shutil.rmtree(f"{out}.shards")
 
 
 def scored(feats, reference: str, settings: Mapping[str, Any]) -> dict:
@@ -102,13 +108,9 @@ def evaluate_final(model: Mapping[str, Any], weights: str, reference: str, point
     samples = draw(adapter, n_final - n_search, settings["seed"], kappa, settings["shard_size"], labels,
                    desc="final evaluation", resume_dir=f"{out}.shards", first_shard=n_search // settings["shard_size"],
                    fingerprint=fingerprint([file_identity(weights), settings, kappa, n_search]))
-    feats = torch.cat([reused, metrics.features(model["dataset_spec"], samples, extractor, where=dataset_field(model))])
-    write_json(out, {
-        "model": model["name"], "family": adapter.family, **point, **scored(feats, reference, settings),
-        "n": n_final, "n_reused": n_search, "n_sampled": len(samples), "nfe": adapter.nfe(kappa),
-        "seconds": round(time.time() - start, 3), "seed": settings["seed"],
-    })
-    shutil.rmtree(f"{out}.shards")
+    feats = torch.cat([reused, features_of(model, samples, extractor)])
+    write_metrics(out, model, adapter, point, feats, reference, start,
+                  n_reused=n_search, n_sampled=len(samples), nfe=adapter.nfe(kappa))
 
 
 def main(argv=None) -> int:
