@@ -84,11 +84,15 @@ def search(model: Mapping) -> dict:
     return {"mode": "grid", **model["evaluate"].get("search", {})}
 
 
+def final_n(model: Mapping) -> int | None:
+    """The sample count of the final evaluation at the chosen point, or None (no final evaluation)."""
+    return search(model).get("final_n")
+
+
 def uses_rounds(model: Mapping) -> bool:
     """Whether the model's (w, γ) are chosen by search rounds (checkpoints) rather than a plain
     grid: every mode but grid, and grid too when a final evaluation needs its optimum."""
-    settings = search(model)
-    return settings["mode"] != "grid" or settings.get("final_n") is not None
+    return search(model)["mode"] != "grid" or final_n(model) is not None
 
 
 def budgets(model: Mapping) -> list[float]:
@@ -107,13 +111,12 @@ def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> 
             raise ConfigError(f"{where}.dataset: no dataset named {model['dataset']!r} in datasets")
         if len(set(budgets(model))) != len(budgets(model)):
             raise ConfigError(f"{where}.finetune.budgets: repeated budget")
-        settings = model["evaluate"].get("search", {})
-        if settings.get("final_n") is not None:
+        if final_n(model) is not None:
             n, shard = model["evaluate"]["n"], model["evaluate"].get("shard_size", 1000)
             if n % shard:
                 raise ConfigError(f"{where}.evaluate.search.final_n: the final evaluation extends the search's shards, "
                                   f"so evaluate.n ({n}) must be a multiple of evaluate.shard_size ({shard})")
-            if settings["final_n"] <= n:
+            if final_n(model) <= n:
                 raise ConfigError(f"{where}.evaluate.search.final_n: must be larger than evaluate.n ({n})")
         if not model.get("guidance", False) and gammas(model) != [1.0]:
             raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")

@@ -136,6 +136,18 @@ def model_inputs(model, *what):
     return dataset_inputs(MODELS[model]["dataset"], *what)
 
 
+def scoring_inputs(wc):
+    """What every evaluation of a model reads besides its weights: the data set's reference and,
+    for image data sets, the feature extractor's weights."""
+    dataset = MODELS[wc.model]["dataset"]
+    return {"reference": out(f"reference/{dataset}.safetensors"), **dataset_inputs(dataset, "classifier")}
+
+
+def preview_of(metrics_file):
+    """The first samples the fid stage saves beside a point's metrics."""
+    return metrics_file.removesuffix(".json") + ".preview.safetensors"
+
+
 def image_models():
     return [m for m, spec in MODELS.items() if DATASETS[spec["dataset"]]["kind"] in STORED_KINDS]
 
@@ -174,7 +186,7 @@ def preview_files(model):
     """The first samples of every evaluation of an image model, for the figure of digits."""
     if model not in image_models():
         return []
-    return [f.removesuffix(".json") + ".preview.safetensors" for f in metric_files(model)]
+    return [preview_of(f) for f in metric_files(model)]
 
 
 # -- search rounds (rules/search.smk) ----------------------------------------------------------
@@ -228,7 +240,7 @@ def search_inputs():
     def files(model, S, B):
         result = last_round(model, S, B)
         points = [point_file(model, S, B, w, g) for w, g, _fid in result["evaluated"]]
-        previews = [f.removesuffix(".json") + ".preview.safetensors" for f in points] if model in image_models() else []
+        previews = [preview_of(f) for f in points] if model in image_models() else []
         final = [point_file(model, S, B, *result["best"], suffix=".final.json")] if has_final(model) else []
         return points + previews + final
 
@@ -239,7 +251,7 @@ def search_inputs():
 
 
 def has_final(model):
-    return neon_config.search(MODELS[model]).get("final_n") is not None
+    return neon_config.final_n(MODELS[model]) is not None
 
 
 def noise_files(model):

@@ -1,8 +1,7 @@
 rule fid:
     input:
-        unpack(lambda wc: model_inputs(wc.model, "classifier")),
+        unpack(scoring_inputs),
         weights=out("{model}/S{S}/B{B}/w{w}.safetensors"),
-        reference=lambda wc: out(f"reference/{MODELS[wc.model]['dataset']}.safetensors"),
     output:
         metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.json"),
         preview=out("{model}/S{S}/B{B}/w{w}/g{gamma}.preview.safetensors"),  # the first 100 samples
@@ -31,9 +30,8 @@ rule fid:
 # draws, against which table_a1.csv's improvement is read.
 rule fid_noise:
     input:
-        unpack(lambda wc: model_inputs(wc.model, "classifier")),
+        unpack(scoring_inputs),
         weights=lambda wc: trained_file(wc.model, "base.safetensors"),
-        reference=lambda wc: out(f"reference/{MODELS[wc.model]['dataset']}.safetensors"),
     output:
         metrics=out("{model}/noise/seed{seed}/g{gamma}.json"),
     params:

@@ -28,15 +28,14 @@ checkpoint search_round:
 # first samples (same seed, same shards), so only the rest is drawn.
 rule fid_final:
     input:
-        unpack(lambda wc: model_inputs(wc.model, "classifier")),
+        unpack(scoring_inputs),
         weights=out("{model}/S{S}/B{B}/w{w}.safetensors"),
-        reference=lambda wc: out(f"reference/{MODELS[wc.model]['dataset']}.safetensors"),
         search=out("{model}/S{S}/B{B}/w{w}/g{gamma}.features.safetensors"),
     output:
         metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.final.json"),
     params:
         model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
-        n=lambda wc: neon_config.search(MODELS[wc.model])["final_n"],
+        n=lambda wc: neon_config.final_n(MODELS[wc.model]),
     log:
         log("fid_final", "{model}/S{S}/B{B}/w{w}/g{gamma}"),
     benchmark:
