@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, Mapping
 
-from neon_steps import config as neon_config, data, stage
+from neon_steps import data, stage
 
 
 def train(name: str, settings: Mapping[str, Any], data_path: str, out: str) -> None:
@@ -29,11 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     stage.configure_torch(args.threads)
-    datasets = neon_config.load(args.config)["datasets"]
-    if args.dataset not in datasets:
-        raise SystemExit(f"error: datasets: no dataset named {args.dataset!r}")
+    dataset = stage.dataset_from_args(args)
     with stage.logged(None):
-        train(args.dataset, datasets[args.dataset].get("reference", {}).get("classifier", {}), args.data, args.out)
+        train(args.dataset, dataset.get("reference", {}).get("classifier", {}), args.data, args.out)
     return 0
 
 

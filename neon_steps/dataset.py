@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
-from neon_steps import config as neon_config, data, stage
+from neon_steps import data, stage
 from neon_steps.io import save_tensors
 
 
@@ -33,11 +33,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="digits")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    datasets = neon_config.load(args.config)["datasets"]
-    if args.dataset not in datasets:
-        raise SystemExit(f"error: datasets: no dataset named {args.dataset!r}")
+    dataset = stage.dataset_from_args(args)
     with stage.logged(None):
-        store_dataset(args.dataset, datasets[args.dataset], args.out)
+        store_dataset(args.dataset, dataset, args.out)
     return 0
 
 

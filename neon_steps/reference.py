@@ -4,7 +4,7 @@ as a workflow artifact (not in torch-fidelity's name-keyed cache, which goes sta
 import argparse
 import sys
 
-from neon_steps import config as neon_config, metrics, stage
+from neon_steps import metrics, stage
 from neon_steps.io import save_tensors
 
 
@@ -23,10 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="the stored data set (image data sets)")
     parser.add_argument("--classifier", default=None, help="the feature extractor's weights (image data sets)")
     args = parser.parse_args(argv)
-    datasets = neon_config.load(args.config)["datasets"]
-    if args.dataset not in datasets:
-        raise SystemExit(f"error: datasets: no dataset named {args.dataset!r}")
-    build_reference(args.dataset, datasets[args.dataset], args.out, args.data, args.classifier)
+    dataset = stage.dataset_from_args(args)
+    build_reference(args.dataset, dataset, args.out, args.data, args.classifier)
     return 0
 
 

@@ -67,6 +67,17 @@ def model_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def dataset_from_args(args: argparse.Namespace) -> dict:
+    """The config's data set `args.dataset`, for command-line runs of the data set stages."""
+    try:
+        datasets = neon_config.load(args.config)["datasets"]
+    except (OSError, neon_config.ConfigError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.dataset not in datasets:
+        raise SystemExit(f"error: datasets: no dataset named {args.dataset!r}")
+    return datasets[args.dataset]
+
+
 def model_from_args(args: argparse.Namespace) -> dict:
     configure_torch(args.threads)
     try:
