@@ -197,14 +197,11 @@ def point_key(row) -> tuple:
     return (row["model"], int(row["S"]), float(row["B"]), float(row["w"]), float(row["gamma"]))
 
 
-def previews_of(metric_files: Sequence[str]) -> dict[tuple, str]:
-    """The preview the fid stage saved beside each metrics file, where there is one, by point."""
-    found = {}
-    for f in metric_files:
-        preview = Path(str(f).removesuffix(".json") + ".preview.safetensors")
-        if preview.exists():
-            found[point_key(json.loads(Path(f).read_text()))] = str(preview)
-    return found
+def previews_by_point(preview_files: Sequence[str]) -> dict[tuple, str]:
+    """The previews the fid stage saved, by the point in their metadata."""
+    from neon_steps.io import load_metadata
+
+    return {point_key(load_metadata(f)): str(f) for f in preview_files}
 
 
 def plot_samples(sweep: pd.DataFrame, previews: Mapping[tuple, str], out: str) -> None:
@@ -248,11 +245,11 @@ def write_csv(frame: pd.DataFrame, out: str) -> None:
 def aggregate(metric_files: Sequence[str], base_budgets_mi: Mapping[str, float],
               sweep_out: str, table_out: str, figure_out: str, noise_files: Sequence[str] = (),
               budget_out: str | None = None, heatmap_out: str | None = None,
-              samples_out: str | None = None, image_models: Sequence[str] | None = None,
+              samples_out: str | None = None, preview_files: Sequence[str] = (),
               final_files: Sequence[str] = ()) -> pd.DataFrame:
-    """`noise_files`: the base's evaluations at extra seeds; `image_models`: the models whose
-    previews go in samples.png (default: every model that has them); `final_files`: the final
-    evaluations of the searches' chosen points."""
+    """`noise_files`: the base's evaluations at extra seeds; `preview_files`: the first samples
+    of the points whose models go in samples.png; `final_files`: the final evaluations of the
+    searches' chosen points."""
     sweep = sweep_table(metric_files)
     table = table_a1(sweep, base_budgets_mi, noise_table(noise_files), final_table(final_files))
     write_csv(sweep, sweep_out)
@@ -263,8 +260,7 @@ def aggregate(metric_files: Sequence[str], base_budgets_mi: Mapping[str, float],
     if heatmap_out:
         plot_fid_w_gamma(sweep, heatmap_out)
     if samples_out:
-        previews = {k: v for k, v in previews_of(metric_files).items() if image_models is None or k[0] in image_models}
-        plot_samples(sweep, previews, samples_out)
+        plot_samples(sweep, previews_by_point(preview_files), samples_out)
     print(table.to_string(index=False), file=sys.stderr)
     return table
 
@@ -282,7 +278,9 @@ def main(argv=None) -> int:
     out = Path(args.out_dir)
     aggregate(args.metrics, budgets, out / "tables/sweep.csv", out / "tables/table_a1.csv",
               out / "figures/fid_vs_w.png", args.noise, out / "figures/fid_vs_budget.png",
-              out / "figures/fid_w_gamma.png", out / "figures/samples.png", final_files=args.final)
+              out / "figures/fid_w_gamma.png", out / "figures/samples.png",
+              [p for f in args.metrics if (p := Path(f.removesuffix(".json") + ".preview.safetensors")).exists()],
+              final_files=args.final)
     return 0
 
 
@@ -293,9 +291,9 @@ if __name__ == "__main__":
         searched = [f for name in smk.input.keys() if name.startswith("search_") for f in smk.input[name]]
         metrics = list(smk.input.metrics) + [f for f in searched if f.endswith(".json") and not f.endswith(".final.json")]
         finals = [f for f in searched if f.endswith(".final.json")]
+        previews = list(smk.input.previews) + [f for f in searched if f.endswith(".preview.safetensors")]
         stage.run_snakemake(smk, lambda: aggregate(
             metrics, smk.params.base_budgets_mi, smk.output.sweep, smk.output.table, smk.output.figure,
-            smk.input.noise, smk.output.budgets, smk.output.heatmap, smk.output.samples, smk.params.image_models,
-            finals))
+            smk.input.noise, smk.output.budgets, smk.output.heatmap, smk.output.samples, previews, finals))
     else:
         sys.exit(main())

@@ -14,7 +14,6 @@ rule aggregate:
         samples=out("figures/samples.png"),
     params:
         base_budgets_mi={name: spec["base"]["images"] for name, spec in MODELS.items()},
-        image_models=image_models(),
     log:
         log("aggregate", "aggregate"),
     benchmark:
