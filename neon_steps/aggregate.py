@@ -61,6 +61,16 @@ def final_table(final_files: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=FINAL_COLUMNS)
 
 
+def best_point(points: pd.DataFrame) -> pd.Series:
+    """The lowest-FID row (the first of equals, in the sweep's order)."""
+    return points.sort_values("fid", kind="stable").iloc[0]
+
+
+def base_and_best(points: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """The base (w = 0, at its best γ) and the best point overall."""
+    return best_point(points[points.w == 0]), best_point(points)
+
+
 def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float],
              noise: pd.DataFrame | None = None, finals: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model: the base (w = 0, its best γ) and the best point of the whole sweep; with
@@ -72,8 +82,7 @@ def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float],
     finals = final_table([]) if finals is None else finals
     rows = []
     for model, points in sweep.groupby("model", sort=False):
-        base = points[points.w == 0].sort_values("fid", kind="stable").iloc[0]
-        best = points.sort_values("fid", kind="stable").iloc[0]
+        base, best = base_and_best(points)
         rows.append({
             "model": model, "family": best.family, "nfe": int(best.nfe),
             "fid_base": base.fid, "fid_neon": best.fid,
@@ -104,12 +113,12 @@ def plot_fid_vs_w(sweep: pd.DataFrame, out: str) -> None:
     for row, model in zip(axes, models):
         points = sweep[sweep.model == model]
         for (size, budget), line in points.groupby(["S", "B"]):
-            gamma = line.sort_values("fid", kind="stable").iloc[0].gamma
+            gamma = best_point(line).gamma
             line = line[line.gamma == gamma].sort_values("w")
             label = f"|S|={size}, B={budget:g} Mi" + (f", γ={gamma:g}" if points.gamma.nunique() > 1 else "")
             for ax, metric in zip(row, metrics):
                 ax.plot(line.w, line[metric], marker="o", markersize=3, label=label)
-        best = points.sort_values("fid", kind="stable").iloc[0]
+        best = best_point(points)
         row[0].axvline(best.w, color="grey", linestyle=":", linewidth=1)
         for ax, metric in zip(row, metrics):
             ax.axvline(0, color="black", linewidth=0.5)
@@ -155,7 +164,7 @@ def plot_fid_w_gamma(sweep: pd.DataFrame, out: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(4.4 * len(models), 3.6), squeeze=False)
     for ax, model in zip(axes[0], models):
         points = sweep[sweep.model == model]
-        best = points.sort_values("fid", kind="stable").iloc[0]
+        best = best_point(points)
         at = points[(points.S == best.S) & (points.B == best.B)]
         grid = at.pivot_table(index="gamma", columns="w", values="fid", aggfunc="first").sort_index()
         image = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis_r")
@@ -217,8 +226,7 @@ def plot_samples(sweep: pd.DataFrame, previews: Mapping[tuple, str], out: str) -
         axes[0][0].text(1.0, 0.5, "no image models in this config", ha="center", va="center")
     for row, model in zip(axes, models):
         points = sweep[sweep.model == model]
-        base = points[points.w == 0].sort_values("fid", kind="stable").iloc[0]
-        best = points.sort_values("fid", kind="stable").iloc[0]
+        base, best = base_and_best(points)
         for ax, point in zip(row, [base, best]):
             tensors = load_tensors(previews[point_key(point)])
             ax.imshow(image_grid(tensors["samples"], tensors.get("labels")), cmap="gray", vmin=0, vmax=255,
