@@ -16,12 +16,15 @@ from neon_steps import search
 from neon_steps.io import write_json
 
 
-def fid_noise(base_files: Sequence[str], noise_files: Sequence[str]) -> float:
+def read_all(files: Sequence[str]) -> list[dict]:
+    return [json.loads(Path(f).read_text()) for f in files]
+
+
+def fid_noise(base_results: Sequence[dict], noise_results: Sequence[dict]) -> float:
     """The FID's standard deviation between draws of the base at the search's sample count: the
     base at the main seed and at the noise seeds, per γ, averaged over γ; 0 without noise seeds."""
     by_gamma: dict[float, dict[int, float]] = {}
-    for f in [*base_files, *noise_files]:
-        result = json.loads(Path(f).read_text())
+    for result in [*base_results, *noise_results]:
         by_gamma.setdefault(float(result["gamma"]), {})[int(result["seed"])] = float(result["fid"])
     spreads = [statistics.stdev(fids.values()) for fids in by_gamma.values() if len(fids) > 1]
     return statistics.fmean(spreads) if spreads else 0.0
@@ -29,11 +32,9 @@ def fid_noise(base_files: Sequence[str], noise_files: Sequence[str]) -> float:
 
 def search_round(settings: Mapping[str, Any], k: int, metric_files: Sequence[str], base_files: Sequence[str],
                  noise_files: Sequence[str], out: str) -> dict:
-    evaluated = {}
-    for f in [*base_files, *metric_files]:
-        result = json.loads(Path(f).read_text())
-        evaluated[(float(result["w"]), float(result["gamma"]))] = float(result["fid"])
-    noise = fid_noise(base_files, noise_files)
+    base = read_all(base_files)  # read once: both the evaluated points and the noise need them
+    evaluated = {(float(r["w"]), float(r["gamma"])): float(r["fid"]) for r in [*base, *read_all(metric_files)]}
+    noise = fid_noise(base, read_all(noise_files))
     config = search.settings_from(settings, settings["w_grid"], settings["gammas"])
     step = search.next_points(config, evaluated, noise)
     if not step.done and k + 1 >= settings["max_rounds"]:
