@@ -30,11 +30,16 @@ NOISE_COLUMNS = ["model", "gamma", "seed", "fid", "precision", "recall", "n"]
 
 
 def sweep_table(metric_files: Sequence[str]) -> pd.DataFrame:
-    rows = [json.loads(Path(f).read_text()) for f in metric_files]
+    """The points of the fid jobs' files (one point each) and fid_line's (a list of points)."""
+    rows = [row for f in metric_files for row in as_list(json.loads(Path(f).read_text()))]
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     # precision/recall are null where the reference has no real features (Inception mu/sigma only)
     frame[["precision", "recall"]] = frame[["precision", "recall"]].astype(float)
     return frame.sort_values(["model", "S", "B", "gamma", "w"], kind="stable").reset_index(drop=True)
+
+
+def as_list(record: dict | list) -> list:
+    return record if isinstance(record, list) else [record]
 
 
 def noise_table(noise_files: Sequence[str]) -> pd.DataFrame:

@@ -95,6 +95,11 @@ def uses_rounds(model: Mapping) -> bool:
     return search(model)["mode"] != "grid" or final_n(model) is not None
 
 
+def per_line(model: Mapping) -> bool:
+    """Whether every w of one (|S|, B, γ) is evaluated in one job (evaluate.jobs: per_line)."""
+    return model["evaluate"].get("jobs", "per_point") == "per_line"
+
+
 def budgets(model: Mapping) -> list[float]:
     return sorted(float(b) for b in model["finetune"]["budgets"])
 
@@ -118,6 +123,9 @@ def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> 
                                   f"so evaluate.n ({n}) must be a multiple of evaluate.shard_size ({shard})")
             if final_n(model) <= n:
                 raise ConfigError(f"{where}.evaluate.search.final_n: must be larger than evaluate.n ({n})")
+        if per_line(model) and uses_rounds(model):
+            raise ConfigError(f"{where}.evaluate.jobs: per_line evaluates a whole grid line and keeps no samples, "
+                              f"so it needs search mode grid without final_n (use per_point)")
         if not model.get("guidance", False) and gammas(model) != [1.0]:
             raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
         if "training_of" in model:

@@ -1,17 +1,21 @@
 """Stage `fid`: evaluate a merged model at CFG scale γ — FID, precision and recall (k=5).
 
 Every (w, γ) point of a model draws with the same seed and labels (common random numbers), so
-differences between points are differences between models, not between draws."""
+differences between points are differences between models, not between draws. A point is one
+job (`fid`, after its `merge`), or, for models whose evaluation takes less time than a job takes
+to start (`evaluate.jobs: per_line`), every w of one (|S|, B, γ) is one job (`fid_line`), merged
+in memory by the merge stage's arithmetic."""
 
 import shutil
 import sys
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from neon_steps import metrics, stage
 from neon_steps.io import file_identity, fingerprint, load_metadata, load_tensors, save_tensors, write_json
+from neon_steps.merge import merge_state_dicts
 from neon_steps.models import load_adapter
 from neon_steps.sampling import balanced_labels, draw
 from neon_steps.seeding import derive_seed
@@ -54,6 +58,29 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     write_metrics(out, model, adapter, point, feats, reference, start, nfe=adapter.nfe(kappa))
 
 
+def evaluate_line(model: Mapping[str, Any], base: str, selftrained: str, reference: str,
+                  point: Mapping[str, float], ws: Sequence[float], out: str, extractor: str | None = None) -> None:
+    """Every w of `ws` at one (|S|, B, γ) in one process: θ_neon merged in memory, as `merge`
+    would write it, then drawn and scored exactly as `evaluate` does (same seed, same labels), so
+    each record equals that point's own metrics file. `out`: a JSON list of the records."""
+    settings = model["evaluate"]
+    adapter = load_adapter(model, device=stage.device())
+    base_weights, selftrained_weights = load_tensors(base), load_tensors(selftrained)
+    kappa = evaluation_kappa(model, point["gamma"])
+    n = settings["n"]
+    labels = balanced_labels(n, adapter.num_classes, settings["seed"]) if adapter.conditional else None
+    records = []
+    for w in ws:
+        start = time.time()
+        adapter.load_state_dict(merge_state_dicts(base_weights, selftrained_weights, w,
+                                                  keep_base=lambda name: not adapter.mergeable(name)))
+        samples = draw(adapter, n, settings["seed"], kappa, settings["shard_size"], labels, desc=f"evaluation w={w:g}")
+        records.append(metrics_record(model, adapter, {**point, "w": w}, features_of(model, samples, extractor),
+                                      reference, start, nfe=adapter.nfe(kappa)))
+        print(f"w={w:g}: FID {records[-1]['fid']:.6g}", file=sys.stderr)
+    write_json(out, records)
+
+
 def features_of(model: Mapping[str, Any], samples, extractor: str | None):
     return metrics.features(model["dataset_spec"], samples, extractor, where=f"datasets.{model.get('dataset', '<dataset>')}")
 
@@ -61,12 +88,15 @@ def features_of(model: Mapping[str, Any], samples, extractor: str | None):
 def write_metrics(out: str, model: Mapping[str, Any], adapter, point: Mapping[str, float], feats, reference: str,
                   start: float, **extra) -> None:
     """Score the features and write the metrics JSON; the finished job's shards go."""
-    settings = model["evaluate"]
-    write_json(out, {
-        "model": model["name"], "family": adapter.family, **point, **scored(feats, reference, settings),
-        "n": len(feats), **extra, "seconds": round(time.time() - start, 3), "seed": settings["seed"],
-    })
+    write_json(out, metrics_record(model, adapter, point, feats, reference, start, **extra))
     shutil.rmtree(f"{out}.shards")
+
+
+def metrics_record(model: Mapping[str, Any], adapter, point: Mapping[str, float], feats, reference: str,
+                   start: float, **extra) -> dict:
+    settings = model["evaluate"]
+    return {"model": model["name"], "family": adapter.family, **point, **scored(feats, reference, settings),
+            "n": len(feats), **extra, "seconds": round(time.time() - start, 3), "seed": settings["seed"]}
 
 
 def scored(feats, reference: str, settings: Mapping[str, Any]) -> dict:
@@ -136,7 +166,11 @@ if __name__ == "__main__":
         point = {key: cast(wc[key]) for key, cast in (("S", int), ("B", float), ("w", float), ("gamma", float))
                  if key in wc.keys()}
         point.setdefault("w", 0.0)
-        if smk.rule == "fid_final":
+        if smk.rule == "fid_line":
+            stage.run_snakemake(smk, lambda: evaluate_line(smk.params.model, smk.input.base, smk.input.selftrained,
+                                                           smk.input.reference, point, smk.params.w, smk.output[0],
+                                                           smk.input.get("classifier")))
+        elif smk.rule == "fid_final":
             stage.run_snakemake(smk, lambda: evaluate_final(smk.params.model, smk.input.weights, smk.input.reference,
                                                             point, smk.params.n, smk.input.search, smk.output[0],
                                                             smk.input.get("classifier")))

@@ -167,9 +167,16 @@ def searches(model):
     return [(S, B) for S in neon_config.sizes(spec) for B in neon_config.budgets(spec)]
 
 
+def line_file(model, S, B, g):
+    return out(f"{model}/S{S}/B{fmt(B)}/g{fmt(g)}.line.json")
+
+
 def metric_files(model):
-    """Every point of a model's grid (the points of models searched by rounds: search_inputs)."""
+    """Every point of a model's grid: a file per point, or per (|S|, B, γ) line for models
+    evaluated a line a job (the points of models searched by rounds: search_inputs)."""
     spec = MODELS[model]
+    if neon_config.per_line(spec):
+        return [line_file(model, S, B, g) for S, B in searches(model) for g in neon_config.gammas(spec)]
     return [
         point_file(model, S, B, w, g)
         for S, B in searches(model)
@@ -184,8 +191,8 @@ def grid_models():
 
 def preview_files(model):
     """The first samples of every evaluation of an image model, for the figure of digits."""
-    if model not in image_models():
-        return []
+    if model not in image_models() or neon_config.per_line(MODELS[model]):
+        return []  # a line job keeps no samples
     return [preview_of(f) for f in metric_files(model)]
 
 

@@ -26,6 +26,35 @@ rule fid:
         "../neon_steps/fid.py"
 
 
+# Every w of one (|S|, B, γ) in one job, merged in memory (evaluate.jobs: per_line): for models
+# whose evaluation takes milliseconds, where a merge and a fid job per point would spend their
+# time starting Python and torch. Adding a w reruns the line; each record equals what the fid
+# job of that point writes.
+rule fid_line:
+    input:
+        unpack(scoring_inputs),
+        base=lambda wc: trained_file(wc.model, "base.safetensors"),
+        selftrained=lambda wc: trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors"),
+    output:
+        out("{model}/S{S}/B{B}/g{gamma}.line.json"),
+    params:
+        model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
+        w=lambda wc: neon_config.w_grid(MODELS[wc.model]),
+    log:
+        log("fid_line", "{model}/S{S}/B{B}/g{gamma}"),
+    benchmark:
+        bench("fid_line", "{model}/S{S}/B{B}/g{gamma}")
+    threads: 1
+    resources:
+        runtime=resource("fid", "runtime", 60),
+        mem_mb=resource("fid", "mem_mb", 8000),
+        gpu=resource("fid", "gpu", 1),
+    conda:
+        "../envs/neon.yaml"
+    script:
+        "../neon_steps/fid.py"
+
+
 # The base model at more evaluation seeds (evaluate.noise_seeds): how much FID moves between
 # draws, against which table_a1.csv's improvement is read.
 rule fid_noise:

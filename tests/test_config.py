@@ -96,3 +96,10 @@ def test_a_final_evaluation_must_extend_whole_shards():
     config["models"]["toy-ar-tau0.5"]["evaluate"].update(n=2500, search={"final_n": 50000})
     with pytest.raises(ConfigError, match=r"models\.toy-ar-tau0\.5\.evaluate\.search\.final_n: .* multiple of"):
         neon_config.check_models(config["models"], config["datasets"])
+
+
+def test_a_line_job_needs_a_plain_grid():
+    config = load_default()
+    config["models"]["toy-ar-tau0.5"]["evaluate"].update(jobs="per_line", search={"mode": "brent"})
+    with pytest.raises(ConfigError, match=r"models\.toy-ar-tau0\.5\.evaluate\.jobs: per_line .* grid"):
+        neon_config.check_models(config["models"], config["datasets"])

@@ -77,3 +77,26 @@ def test_a_missing_dataset_is_named(tmp_path):
     proc = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert proc.returncode != 0
     assert "models.ar.dataset: no dataset named 'mnist'" in proc.stdout + proc.stderr
+
+
+def per_line(config):
+    for model in config["models"].values():
+        model["evaluate"]["jobs"] = "per_line"
+
+
+def test_a_line_job_scores_every_point_as_its_own_jobs_do(tiny_run, tmp_path):
+    """evaluate.jobs: per_line merges in memory and draws each w with the same seed and labels:
+    the tables are byte-identical to the per-point run's, from one job per (|S|, B, γ)."""
+    config = edited_config(tmp_path, per_line)
+    workdir = tmp_path / "line"
+    jobs = planned_jobs(workdir, config)
+    assert sorted(rule for rule, _ in jobs if rule in ("merge", "fid", "fid_line")) == ["fid_line"] * 3
+    snakemake(workdir, "--cores", "2", config=config)
+    for table in ("sweep.csv", "table_a1.csv"):
+        assert (workdir / "results/tables" / table).read_bytes() == (tiny_run / "results/tables" / table).read_bytes()
+    # adding a w reruns the lines of that model only
+    (tmp_path / "more").mkdir()
+    more = edited_config(tmp_path / "more", lambda c: (per_line(c), c["models"]["ddpm"]["evaluate"]["w"].append(0.25)))
+    jobs = planned_jobs(workdir, more)
+    assert sorted(rule for rule, _ in jobs) == ["aggregate", "all", "fid_line", "fid_line"]
+    assert {wc["model"] for rule, wc in jobs if rule == "fid_line"} == {"ddpm"}
