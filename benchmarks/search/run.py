@@ -35,11 +35,15 @@ WITHIN = 1.02
 
 
 def toy_config(workdir: Path, digits: bool = False) -> Path:
-    """config.yaml's toy models, or (digits) its digits-ddim alone."""
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    """config.yaml's toy models, or (digits) config/digits.yaml's digits-ddim alone."""
+    config = yaml.safe_load((REPO / ("config/digits.yaml" if digits else "config.yaml")).read_text())
     keep = "digits" if digits else "gauss2d"
     models = neon_config.resolve_models(config["models"])
-    config["models"] = {k: {f: x for f, x in v.items() if f != "name"} for k, v in models.items() if v["dataset"] == keep}
+    config["models"] = {k: {f: x for f, x in v.items() if f != "name"} for k, v in models.items()
+                        if v["dataset"] == keep and (not digits or k == "digits-ddim")}
+    if digits:  # the one (|S|, B) searched: 6,000 and 0.01 Mi
+        model = config["models"]["digits-ddim"]
+        model["synthetic"]["sizes"], model["finetune"]["budgets"] = [6000], [0.01]
     config["datasets"] = {keep: config["datasets"][keep]}
     path = workdir / ("digits.yaml" if digits else "toys.yaml")
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -146,7 +150,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--models", nargs="*", default=None, help="toy models (default: all four)")
     parser.add_argument("--digits", action="store_true",
-                        help="instead: config.yaml's digits-ddim over (w, γ), w step 0.1 on [0, 1.2], γ 1 to 2 (CPU: ~20 min)")
+                        help="instead: config/digits.yaml's digits-ddim over (w, γ), w step 0.1 on [0, 1.2], γ 1 to 2 (CPU: ~20 min)")
     args = parser.parse_args()
     import torch
 
