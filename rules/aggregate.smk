@@ -12,6 +12,7 @@ rule aggregate:
         budgets=out("figures/fid_vs_budget.png"),
         heatmap=out("figures/fid_w_gamma.png"),
         samples=out("figures/samples.png"),
+        summary=out("figures/summary.png"),
     params:
         base_budgets_mi={name: spec["base"]["images"] for name, spec in MODELS.items()},
     log:
