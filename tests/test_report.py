@@ -86,7 +86,7 @@ def test_the_page_renders_the_workflow_description_of_this_run(built, page):
     assert page.evaluate("getComputedStyle(document.querySelector('#loading-screen')).display") == "none"
     text = app_text(page)
     for words in ["Neon: negative extrapolation from self-training", "θ = (1+w)·θ_r − w·θ_s",
-                  "w > 0 extrapolates away from the self-trained θ_s", "What the workflow does", "This run"]:
+                  "w > 0 extrapolates away from the self-trained θ_s (Neon)", "The workflow", "This run"]:
         assert words in text
     # "This run" is the config's models, one row each, from the caption's jinja over the config
     rows = page.evaluate("[...document.querySelectorAll('#app table tbody tr')]"
