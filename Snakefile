@@ -12,6 +12,11 @@ if "models" not in config:
     configfile: "config.yaml"
 
 
+# `snakemake --report results/report.html` after a run: this page, then the tables and figures
+# the aggregate marks with report() (captions in report/).
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"

@@ -6,7 +6,8 @@ the spread of the base's FID between evaluation seeds where `evaluate.noise_seed
 
 Figures: fid_vs_w.png (FID, precision, recall against w: the paper's Figure 4), fid_vs_budget.png
 (best FID against B for each |S|: Figure 3), fid_w_gamma.png (FID over w and γ: Figure 6),
-samples.png (generated digits, the base beside the best Neon point, for image models)."""
+samples.png (generated digits, the base beside the best Neon point, for image models), summary.png
+(the run on one page: the toy's FID against w, each image model's digits at the base and at Neon)."""
 
 import argparse
 import json
@@ -116,24 +117,28 @@ def plot_fid_vs_w(sweep: pd.DataFrame, out: str) -> None:
     metrics = ["fid", "precision", "recall"]
     fig, axes = plt.subplots(len(models), 3, figsize=(12, 3.0 * len(models)), squeeze=False)
     for row, model in zip(axes, models):
-        points = sweep[sweep.model == model]
-        for (size, budget), line in points.groupby(["S", "B"]):
-            gamma = best_point(line).gamma
-            line = line[line.gamma == gamma].sort_values("w")
-            label = f"|S|={size}, B={budget:g} Mi" + (f", γ={gamma:g}" if points.gamma.nunique() > 1 else "")
-            for ax, metric in zip(row, metrics):
-                ax.plot(line.w, line[metric], marker="o", markersize=3, label=label)
-        best = best_point(points)
-        row[0].axvline(best.w, color="grey", linestyle=":", linewidth=1)
+        draw_against_w(row, sweep[sweep.model == model], metrics)
         for ax, metric in zip(row, metrics):
-            ax.axvline(0, color="black", linewidth=0.5)
             ax.set_title(f"{model}: {metric}", fontsize=9)
-            ax.set_xlabel("merge weight w  (w > 0: Neon, w < 0: toward θ_s)", fontsize=8)
-        row[0].legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out)
+
+
+def draw_against_w(axes, points: pd.DataFrame, metrics: Sequence[str]) -> pd.Series:
+    """One model's `metrics` against w, one axis each: a line per (|S|, B) at that line's best γ,
+    the base (w = 0) and, on the first axis, the best w marked. Returns the best point."""
+    for (size, budget), line in points.groupby(["S", "B"]):
+        gamma = best_point(line).gamma
+        line = line[line.gamma == gamma].sort_values("w")
+        label = f"|S|={size}, B={budget:g} Mi" + (f", γ={gamma:g}" if points.gamma.nunique() > 1 else "")
+        for ax, metric in zip(axes, metrics):
+            ax.plot(line.w, line[metric], marker="o", markersize=3, label=label)
+    best = best_point(points)
+    axes[0].axvline(best.w, color="grey", linestyle=":", linewidth=1)
+    for ax in axes:
+        ax.axvline(0, color="black", linewidth=0.5)
+        ax.set_xlabel("merge weight w  (w > 0: Neon, w < 0: toward θ_s)", fontsize=8)
+    axes[0].legend(fontsize=7)
+    return best
 
 
 def best_per_budget(points: pd.DataFrame) -> pd.DataFrame:
@@ -221,8 +226,6 @@ def previews_by_point(preview_files: Sequence[str]) -> dict[tuple, str]:
 def plot_samples(sweep: pd.DataFrame, previews: Mapping[tuple, str], out: str) -> None:
     """Generated digits per image model, one row per class: the base (w = 0, its best γ) beside
     the best Neon point, from the previews the fid stage saved."""
-    from neon_steps.io import load_tensors
-
     models = [m for m in dict.fromkeys(sweep.model) if any(key[0] == m for key in previews)]
     fig, axes = plt.subplots(max(1, len(models)), 2, figsize=(6.4, 3.6 * max(1, len(models))), squeeze=False)
     if not models:
@@ -230,16 +233,58 @@ def plot_samples(sweep: pd.DataFrame, previews: Mapping[tuple, str], out: str) -
             ax.axis("off")
         axes[0][0].text(1.0, 0.5, "no image models in this config", ha="center", va="center")
     for row, model in zip(axes, models):
-        points = sweep[sweep.model == model]
-        base, best = base_and_best(points)
-        for ax, point in zip(row, [base, best]):
-            tensors = load_tensors(previews[point_key(point)])
-            ax.imshow(image_grid(tensors["samples"], tensors.get("labels")), cmap="gray", vmin=0, vmax=255,
-                      interpolation="nearest")
-            where = ("the base (w=0)" if point is base else
-                     f"best Neon: w={point.w:g}, |S|={point.S}, B={point.B:g} Mi")
-            ax.set_title(f"{model}, {where}\nγ={point.gamma:g}, FID {point.fid:.2f}", fontsize=8)
-            ax.axis("off")
+        draw_base_and_best_samples(row, model, sweep[sweep.model == model], previews)
+    save_figure(fig, out)
+
+
+def draw_base_and_best_samples(axes, model: str, points: pd.DataFrame, previews: Mapping[tuple, str]) -> None:
+    """An image model's generated digits on two axes: the base (w = 0, its best γ), then the best
+    Neon point."""
+    from neon_steps.io import load_tensors
+
+    base, best = base_and_best(points)
+    for ax, point in zip(axes, [base, best]):
+        tensors = load_tensors(previews[point_key(point)])
+        ax.imshow(image_grid(tensors["samples"], tensors.get("labels")), cmap="gray", vmin=0, vmax=255,
+                  interpolation="nearest")
+        where = ("the base (w=0)" if point is base else
+                 f"best Neon: w={point.w:g}, |S|={point.S}, B={point.B:g} Mi")
+        ax.set_title(f"{model}, {where}\nγ={point.gamma:g}, FID {point.fid:.2f}", fontsize=8)
+        ax.axis("off")
+
+
+def what_w_is(w: float) -> str:
+    """A merge weight with its sign spelled out, for a title."""
+    return f"w=+{w:g} (Neon, away from θ_s)" if w > 0 else f"w={w:g} (toward θ_s)" if w < 0 else "w=0 (the base)"
+
+
+def plot_summary(sweep: pd.DataFrame, previews: Mapping[tuple, str], out: str) -> None:
+    """The run on one page: FID against w for every model without generated-image previews (the
+    2-D toy), a panel each; below, for each image model, its digits at the base beside the best
+    Neon point (as samples.png). Either part is left out when the config has no such model."""
+    models = list(dict.fromkeys(sweep.model))
+    image_models = [m for m in models if any(key[0] == m for key in previews)]
+    curve_models = [m for m in models if m not in image_models]
+    pairs_per_row = min(len(image_models), 2)  # two image models (four panels) side by side
+    image_rows = -(-len(image_models) // 2)
+    columns = max(len(curve_models), 2 * pairs_per_row)
+    heights = [3.0] * bool(curve_models) + [3.6] * image_rows
+    fig = plt.figure(figsize=(3.4 * columns, sum(heights) + 0.5))
+    grid = fig.add_gridspec(len(heights), columns, height_ratios=heights)
+    for column, model in enumerate(curve_models):
+        ax = fig.add_subplot(grid[0, column])
+        best = draw_against_w([ax], sweep[sweep.model == model], ["fid"])
+        ax.set_title(f"{model}: FID\nbest {what_w_is(best.w)}", fontsize=9)
+        ax.set_ylabel("FID (lower is better)" if column == 0 else "", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for k, model in enumerate(image_models):
+        row, slot = divmod(k, 2)
+        in_row = min(2, len(image_models) - 2 * row)
+        first = (columns - 2 * in_row) // 2 + 2 * slot  # a short last row is centred
+        axes = [fig.add_subplot(grid[bool(curve_models) + row, first + i]) for i in range(2)]
+        draw_base_and_best_samples(axes, model, sweep[sweep.model == model], previews)
+    fig.suptitle("θ = (1+w)·θ_r − w·θ_s.  w > 0: Neon, extrapolating away from the self-trained θ_s\n"
+                 "w < 0: toward θ_s;  w = 0: the base θ_r;  w = −1: θ_s", fontsize=9)
     save_figure(fig, out)
 
 
@@ -259,10 +304,10 @@ def aggregate(metric_files: Sequence[str], base_budgets_mi: Mapping[str, float],
               sweep_out: str, table_out: str, figure_out: str, noise_files: Sequence[str] = (),
               budget_out: str | None = None, heatmap_out: str | None = None,
               samples_out: str | None = None, preview_files: Sequence[str] = (),
-              final_files: Sequence[str] = ()) -> pd.DataFrame:
+              final_files: Sequence[str] = (), summary_out: str | None = None) -> pd.DataFrame:
     """`noise_files`: the base's evaluations at extra seeds; `preview_files`: the first samples
-    of the points whose models go in samples.png; `final_files`: the final evaluations of the
-    searches' chosen points."""
+    of the points whose models go in samples.png and summary.png; `final_files`: the final
+    evaluations of the searches' chosen points."""
     sweep = sweep_table(metric_files)
     table = table_a1(sweep, base_budgets_mi, noise_table(noise_files), final_table(final_files))
     write_csv(sweep, sweep_out)
@@ -272,8 +317,11 @@ def aggregate(metric_files: Sequence[str], base_budgets_mi: Mapping[str, float],
         plot_fid_vs_budget(sweep, budget_out)
     if heatmap_out:
         plot_fid_w_gamma(sweep, heatmap_out)
+    previews = previews_by_point(preview_files)
     if samples_out:
-        plot_samples(sweep, previews_by_point(preview_files), samples_out)
+        plot_samples(sweep, previews, samples_out)
+    if summary_out:
+        plot_summary(sweep, previews, summary_out)
     print(table.to_string(index=False), file=sys.stderr)
     return table
 
@@ -293,7 +341,7 @@ def main(argv=None) -> int:
               out / "figures/fid_vs_w.png", args.noise, out / "figures/fid_vs_budget.png",
               out / "figures/fid_w_gamma.png", out / "figures/samples.png",
               [p for f in args.metrics if (p := Path(f.removesuffix(".json") + ".preview.safetensors")).exists()],
-              final_files=args.final)
+              final_files=args.final, summary_out=out / "figures/summary.png")
     return 0
 
 
@@ -307,6 +355,7 @@ if __name__ == "__main__":
         previews = list(smk.input.previews) + [f for f in searched if f.endswith(".preview.safetensors")]
         stage.run_snakemake(smk, lambda: aggregate(
             metrics, smk.params.base_budgets_mi, smk.output.sweep, smk.output.table, smk.output.figure,
-            smk.input.noise, smk.output.budgets, smk.output.heatmap, smk.output.samples, previews, finals))
+            smk.input.noise, smk.output.budgets, smk.output.heatmap, smk.output.samples, previews, finals,
+            smk.output.summary))
     else:
         sys.exit(main())

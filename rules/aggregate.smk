@@ -5,13 +5,52 @@ rule aggregate:
         noise=all_noise_files(),
         # one input function per search, so that their rounds run side by side
         **search_inputs(),
+    # report(): what `snakemake --report` shows, each with its caption under report/. Tables have
+    # one label only: with two results in a category, a second label that differs between them
+    # would become an on/off toggle in the report's list instead of a column.
     output:
-        sweep=out("tables/sweep.csv"),
-        table=out("tables/table_a1.csv"),
-        figure=out("figures/fid_vs_w.png"),
-        budgets=out("figures/fid_vs_budget.png"),
-        heatmap=out("figures/fid_w_gamma.png"),
-        samples=out("figures/samples.png"),
+        sweep=report(
+            out("tables/sweep.csv"),
+            caption="../report/sweep.rst",
+            category="Tables",
+            labels={"table": "sweep.csv"},
+        ),
+        table=report(
+            out("tables/table_a1.csv"),
+            caption="../report/table_a1.rst",
+            category="Tables",
+            labels={"table": "table_a1.csv"},
+        ),
+        figure=report(
+            out("figures/fid_vs_w.png"),
+            caption="../report/fid_vs_w.rst",
+            category="Figures",
+            labels={"figure": "fid_vs_w.png", "shows": "FID, precision, recall against w"},
+        ),
+        budgets=report(
+            out("figures/fid_vs_budget.png"),
+            caption="../report/fid_vs_budget.rst",
+            category="Figures",
+            labels={"figure": "fid_vs_budget.png", "shows": "best FID against the budget B"},
+        ),
+        heatmap=report(
+            out("figures/fid_w_gamma.png"),
+            caption="../report/fid_w_gamma.rst",
+            category="Figures",
+            labels={"figure": "fid_w_gamma.png", "shows": "FID over (w, γ)"},
+        ),
+        samples=report(
+            out("figures/samples.png"),
+            caption="../report/samples.rst",
+            category="Figures",
+            labels={"figure": "samples.png", "shows": "generated digits, base beside Neon"},
+        ),
+        summary=report(
+            out("figures/summary.png"),
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"figure": "summary.png", "shows": "the run on one page"},
+        ),
     params:
         base_budgets_mi={name: spec["base"]["images"] for name, spec in MODELS.items()},
     log:
