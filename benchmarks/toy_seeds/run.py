@@ -1,5 +1,6 @@
 """How often the toy models' w* has the paper's sign (Fig. B.2) when every seed of the config is
-shifted by the same offset, for the config on main and the config of this checkout.
+shifted by the same offset, for config.yaml before (by default where this branch left main; once
+merged, pass --before 7f15a46, main's textbook-DDIM toys) and config.yaml of this checkout.
 
     python benchmarks/toy_seeds/run.py --workdir /tmp/neon-toy-seeds
 
@@ -153,7 +154,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], check=True, capture_output=True, text=True).stdout
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *argv], check=True, capture_output=True, text=True).stdout
+
     before = args.before or git("merge-base", "HEAD", "main").strip()[:7]
     configs = {f"before ({before})": toy_config(git("show", f"{before}:config.yaml")),
                "after (this checkout)": toy_config((REPO / "config.yaml").read_text())}
