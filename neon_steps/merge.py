@@ -382,14 +382,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def mergeable_names(base: str, model: Mapping) -> Callable[[str], bool]:
+    """Which tensors are learned parameters (buffers stay the base's): as the base's metadata
+    lists them (the `base` rule writes it), else as the model's adapter says. The metadata
+    spares a merge job the model's imports and network (seconds for a diffusers UNet)."""
+    from neon_steps.io import load_metadata
+
+    listed = load_metadata(base).get("mergeable")
+    if listed is not None:
+        return set(json.loads(listed)).__contains__
+    return load_adapter(model).mergeable
+
+
 def _run_from_snakemake(smk) -> None:
     def run() -> None:
-        # The model's adapter says which tensors are learned parameters; buffers stay the base's.
-        # Loaded inside the log's context, so that a config mistake it finds is one line.
-        adapter = load_adapter(smk.params.model)
+        # Inside the log's context, so that a config mistake the adapter finds is one line.
+        mergeable = mergeable_names(smk.input.base, smk.params.model)
         _log(merge_checkpoints(smk.input.base, smk.input.selftrained, smk.params.w, list(smk.output),
-                               exclude=smk.params.get("exclude", []),
-                               keep_base=lambda name: not adapter.mergeable(name)))
+                               exclude=smk.params.get("exclude", []), keep_base=lambda name: not mergeable(name)))
 
     stage.run_snakemake(smk, run)
 

@@ -69,6 +69,9 @@ rule fid_noise:
         log("fid_noise", "{model}/seed{seed}/g{gamma}"),
     benchmark:
         bench("fid_noise", "{model}/seed{seed}/g{gamma}")
+    # Ready as soon as the base is, beside the longer way to any result (sample, fine-tune,
+    # merge, evaluate): a free core takes that way first.
+    priority: -1
     threads: 1
     resources:
         runtime=resource("fid", "runtime", 60),

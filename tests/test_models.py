@@ -58,6 +58,19 @@ def test_frozen_parameters_are_not_mergeable():
     assert not ddpm.mergeable("mlp.0.weight")
 
 
+def test_a_saved_base_lists_what_the_merge_may_touch(tmp_path):
+    """The merge job reads the mergeable names from θ_r's metadata instead of building the model."""
+    from neon_steps.merge import mergeable_names
+
+    ddpm = load_adapter(DDPM)
+    ddpm.net.mlp[0].weight.requires_grad_(False)
+    ddpm.save(tmp_path / "base.safetensors")
+    listed = mergeable_names(str(tmp_path / "base.safetensors"), {"adapter": "no-such-adapter"})  # never loaded
+    names = ddpm.state_dict()
+    assert {n for n in names if listed(n)} == {n for n in names if ddpm.mergeable(n)}
+    assert not listed("alpha_bar") and not listed("mlp.0.weight") and listed("mlp.0.bias")
+
+
 def spread(samples):
     return torch.linalg.det(torch.cov(samples.T)).item()
 

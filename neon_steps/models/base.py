@@ -84,4 +84,8 @@ class Adapter(abc.ABC):
         return self
 
     def save(self, path, metadata: Mapping[str, object] | None = None) -> None:
-        save_tensors(path, self.state_dict(), {"family": self.family, **(metadata or {})})
+        """The weights, with the names `mergeable` allows in the metadata: a merge reads them
+        there and needs no model code (no codebase, no network built)."""
+        tensors = self.state_dict()
+        save_tensors(path, tensors, {"family": self.family, "mergeable": sorted(filter(self.mergeable, tensors)),
+                                     **(metadata or {})})
