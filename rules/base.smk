@@ -31,6 +31,8 @@ rule base:
         log("base", "{model}"),
     benchmark:
         bench("base", "{model}")
+    # Every other job of a model waits for its base: start it before the data set's side jobs.
+    priority: 1
     threads: 1
     resources:
         runtime=resource("base", "runtime", 240),
