@@ -31,8 +31,9 @@ rule base:
         log("base", "{model}"),
     benchmark:
         bench("base", "{model}")
-    # Every other job of a model waits for its base: start it before the data set's side jobs.
-    priority: 1
+    # An image model's chain (its base, S, fine-tune, evaluations) is the run's longest: its base
+    # goes before the toys' jobs and the data set's classifier.
+    priority: get_base_priority
     threads: 1
     resources:
         runtime=resource("base", "runtime", 240),

@@ -132,6 +132,11 @@ def dataset_inputs(dataset, *what):
     return {key: paths[key] for key in what}
 
 
+def get_base_priority(wildcards):
+    """1 for models on a stored (image) data set, whose chains are the longest; 0 otherwise."""
+    return int(DATASETS[MODELS[wildcards.model]["dataset"]]["kind"] in STORED_KINDS)
+
+
 def model_inputs(model, *what):
     return dataset_inputs(MODELS[model]["dataset"], *what)
 

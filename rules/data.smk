@@ -12,6 +12,7 @@ rule dataset:
         log("dataset", "{dataset}"),
     benchmark:
         bench("dataset", "{dataset}")
+    priority: 2  # every job of the image models waits for it
     threads: 1
     resources:
         runtime=10,
