@@ -54,6 +54,12 @@ def listed(page) -> list[str]:
                          ".map(row => row.querySelector('td').innerText.trim())")
 
 
+def open_category(page, name: str) -> None:
+    """Click a category in the menu and wait for its results list."""
+    page.click(name)
+    page.wait_for("document.querySelector('#app nav table tbody tr') !== null")
+
+
 def press_in_row(page, name: str, button: int) -> None:
     """Press a result's button in the list: 0 views it, 1 shows its information and caption."""
     found = page.evaluate(
@@ -100,8 +106,7 @@ def test_the_page_renders_the_workflow_description_of_this_run(built, page):
 
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_every_aggregate_output_is_listed_under_its_category(built, page, category):
-    page.click(category)
-    page.wait_for("document.querySelector('#app nav table tbody tr') !== null")
+    open_category(page, category)
     assert set(listed(page)) == CATEGORIES[category]
 
 
@@ -111,8 +116,7 @@ def test_the_categories_hold_everything_the_aggregate_wrote(built):
 
 
 def test_a_figure_opens_with_its_caption(page):
-    page.click("Summary")
-    page.wait_for("document.querySelector('#app nav table tbody tr') !== null")
+    open_category(page, "Summary")
     press_in_row(page, "summary.png", 0)
     # the PNG decoded in the content pane (the logo is an SVG data URI)
     width = page.wait_for("(() => { const img = document.querySelector('#app img[src^=\"data:image/png\"]');"
@@ -124,8 +128,7 @@ def test_a_figure_opens_with_its_caption(page):
 
 
 def test_the_table_caption_explains_the_seed_noise_and_shows_this_runs_budgets(page):
-    page.click("Tables")
-    page.wait_for("document.querySelector('#app nav table tbody tr') !== null")
+    open_category(page, "Tables")
     press_in_row(page, "table_a1.csv", 1)
     text = page.wait_for("(() => { const t = document.querySelector('#app nav').innerText;"
                          " return t.includes('gain_over_sd') && t; })()")
