@@ -9,9 +9,10 @@ import contextlib
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +64,37 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def copy_tensors(src: str | os.PathLike, dst: str | os.PathLike, rename: Callable[[str], str | None],
+                 metadata: Mapping[str, str]) -> None:
+    """Copy the tensors of a safetensors file that `rename` gives a new name (None: leave it out)
+    to a new file, byte for byte: nothing is decoded, so no torch import, and memory is one chunk
+    whatever the file's size (a training state holds the optimizer's moments too)."""
+    with open(src, "rb") as f:
+        header, length = _read_header(f)
+        header.pop("__metadata__", None)
+        kept = sorted(((new, entry) for name, entry in header.items() if (new := rename(name)) is not None),
+                      key=lambda item: item[1]["data_offsets"][0])
+        spans = [(8 + length + begin, end - begin) for _, entry in kept for begin, end in [entry["data_offsets"]]]
+        out: dict[str, object] = {"__metadata__": dict(metadata)}
+        offset = 0
+        for (new, entry), (_, size) in zip(kept, spans):
+            out[new] = {"dtype": entry["dtype"], "shape": entry["shape"], "data_offsets": [offset, offset + size]}
+            offset += size
+        text = json.dumps(out, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # tensor data starts 8-byte aligned
+        with atomic_path(dst) as tmp, open(tmp, "wb") as target:
+            target.write(struct.pack("<Q", len(text)) + text)
+            for start, size in spans:
+                f.seek(start)
+                while size:
+                    chunk = f.read(min(size, COPY_CHUNK_BYTES))
+                    target.write(chunk)
+                    size -= len(chunk)
+
+
+COPY_CHUNK_BYTES = 8 << 20
+
+
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -70,10 +102,14 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_metadata(path: str | os.PathLike) -> dict[str, str]:
-    from safetensors import safe_open
+    with open(path, "rb") as f:
+        return dict(_read_header(f)[0].get("__metadata__") or {})
 
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+
+def _read_header(f) -> tuple[dict, int]:
+    """A safetensors file's JSON header (tensor entries and "__metadata__") and its length."""
+    (length,) = struct.unpack("<Q", f.read(8))
+    return json.loads(f.read(length)), length
 
 
 def file_identity(path: str | os.PathLike) -> dict:

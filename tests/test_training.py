@@ -1,6 +1,13 @@
-"""Training in budget segments gives the same bits as training in one go."""
+"""Training in budget segments gives the same bits as training in one go; a state's weights
+come out of it (ckpt) as they went in."""
+import subprocess
+import sys
+
 import torch
 
+from conftest import REPO
+from neon_steps.ckpt import extract_weights
+from neon_steps.io import load_metadata, load_tensors
 from neon_steps.models import load_adapter
 from neon_steps.training import Recipe, Trainer, batch_indices, is_state, weights_from_state
 
@@ -52,3 +59,20 @@ def test_warmup_is_linear_in_images_seen():
     recipe = Recipe(lr=1.0, batch_size=10, warmup_images=100)
     assert [recipe.lr_at(i) for i in (0, 40, 90, 500)] == [0.1, 0.5, 1.0, 1.0]
     assert Recipe(lr=0.3, batch_size=10).lr_at(0) == 0.3
+
+
+def test_ckpt_copies_a_states_weights_byte_for_byte_without_torch(tmp_path):
+    trainer = Trainer(fresh(), Recipe(lr=1e-3, batch_size=8))
+    trainer.train(torch.randn(16, 2), None, 2)
+    trainer.save_state(tmp_path / "s.safetensors", {"model": "toy", "budget_mi": 1e-5})
+    extract_weights(str(tmp_path / "s.safetensors"), str(tmp_path / "w.safetensors"))
+    weights, expected = load_tensors(tmp_path / "w.safetensors"), trainer.adapter.state_dict()
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) and weights[k].dtype == expected[k].dtype for k in expected)
+    assert not is_state(tmp_path / "w.safetensors")
+    assert load_metadata(tmp_path / "w.safetensors") == {"model": "toy", "budget_mi": "1e-05", "step": "2",
+                                                         "images_seen": "16"}
+    # the ckpt job's whole import: a start-up of Python's, not torch's
+    imported = subprocess.run([sys.executable, "-c", "import sys, neon_steps.ckpt; print('torch' in sys.modules)"],
+                              capture_output=True, text=True, check=True, cwd=REPO)
+    assert imported.stdout.strip() == "False"
