@@ -157,6 +157,23 @@ def check_training_of(name: str, model: Mapping, models: Mapping[str, Mapping]) 
             raise ConfigError(f"models.{name}.{grid}: {missing[0]:g} is not in {other!r}'s grid")
 
 
+# What a base is trained (or converted) from: models equal in all of these share one base, trained
+# by the first of them in the config, as the toy's mode- and diversity-seeking models do (they
+# differ in S's sampler only).
+BASE_SETTINGS = ("adapter", "dataset", "arch", "guidance", "base")
+
+
+def base_owner(name: str, models: Mapping[str, Mapping]) -> str:
+    """The model whose base.safetensors `name` starts from."""
+    name = models[name].get("training_of", name)
+
+    def settings(model):
+        return [model.get(key, False if key == "guidance" else None) for key in BASE_SETTINGS]
+
+    mine = settings(models[name])
+    return next(other for other, model in models.items() if "training_of" not in model and settings(model) == mine)
+
+
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 

@@ -82,6 +82,12 @@ def trained_file(model, path):
     return out(f"{trained(model)}/{path}")
 
 
+def base_weights(model):
+    """θ_r of `model`: its own, or that of the first model trained the same way (one base for
+    models that differ in S, fine-tune or evaluation only)."""
+    return out(f"{neon_config.base_owner(model, MODELS)}/base.safetensors")
+
+
 # User files (a checkpoint, Inception weights, reference statistics) are not inputs of the rules:
 # a dry run must build without them, and a missing one is reported by the job that needs it as
 # one line naming the config field. Their size and mtime go into `params`, so that a replaced
@@ -114,7 +120,7 @@ def finetune_start(wildcards):
     budgets = neon_config.budgets(MODELS[wildcards.model])
     index = [fmt(b) for b in budgets].index(wildcards.B)
     if index == 0:
-        return out(f"{wildcards.model}/base.safetensors")
+        return base_weights(wildcards.model)
     return out(f"{wildcards.model}/S{wildcards.S}/finetune/B{fmt(budgets[index - 1])}.state.safetensors")
 
 
@@ -160,6 +166,17 @@ def image_models():
 def with_eval_seed(spec, seed):
     """A model's fid params with another evaluation seed (for the seed-noise evaluations)."""
     return {**spec, "evaluate": {**spec["evaluate"], "seed": int(seed)}}
+
+
+MERGED = "{model}/S{S}/B{B}/w{w}.safetensors"  # θ_neon at one w (the merge rule's output)
+
+
+def get_point_weights(wc):
+    """The weights a point evaluates: at w = 0 the base itself (a merge at 0 copies it bit for bit,
+    so none is run, and the point need not wait for S and the fine-tune), else the merge's output."""
+    if float(wc.w) == 0:
+        return base_weights(wc.model)
+    return out(MERGED.format(model=wc.model, S=wc.S, B=wc.B, w=wc.w))
 
 
 def point_file(model, S, B, w, g, suffix=".json"):
@@ -216,6 +233,10 @@ def search_round_inputs(wc):
     `next`); round 0 only the base and its noise seeds. Reading round k-1 waits for its checkpoint."""
     inputs = {"base": base_points(wc.model, wc.S, wc.B), "noise": noise_files(wc.model)}
     k = int(wc.k)
+    if k == 0:
+        # θ_s is not read, but every later round merges it: asking for it here starts S and the
+        # fine-tune beside the base's evaluation (which needs neither), not after round 0.
+        inputs["selftrained"] = trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors")
     if k > 0:
         previous = checkpoints.search_round.get(model=wc.model, S=wc.S, B=wc.B, k=str(k - 1)).output[0]
         done = read_round(previous)

@@ -1,7 +1,7 @@
 rule fid:
     input:
         unpack(scoring_inputs),
-        weights=out("{model}/S{S}/B{B}/w{w}.safetensors"),
+        weights=get_point_weights,
     output:
         metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.json"),
         preview=out("{model}/S{S}/B{B}/w{w}/g{gamma}.preview.safetensors"),  # the first 100 samples
@@ -33,7 +33,7 @@ rule fid:
 rule fid_line:
     input:
         unpack(scoring_inputs),
-        base=lambda wc: trained_file(wc.model, "base.safetensors"),
+        base=lambda wc: base_weights(wc.model),
         selftrained=lambda wc: trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors"),
     output:
         out("{model}/S{S}/B{B}/g{gamma}.line.json"),
@@ -60,7 +60,7 @@ rule fid_line:
 rule fid_noise:
     input:
         unpack(scoring_inputs),
-        weights=lambda wc: trained_file(wc.model, "base.safetensors"),
+        weights=lambda wc: base_weights(wc.model),
     output:
         metrics=out("{model}/noise/seed{seed}/g{gamma}.json"),
     params:

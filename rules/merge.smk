@@ -1,9 +1,9 @@
 rule merge:
     input:
-        base=lambda wc: trained_file(wc.model, "base.safetensors"),
+        base=lambda wc: base_weights(wc.model),
         selftrained=lambda wc: trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors"),
     output:
-        temp(out("{model}/S{S}/B{B}/w{w}.safetensors")),
+        temp(out(MERGED)),
     params:
         w=lambda wc: [float(wc.w)],
         model=lambda wc: model_spec(wc.model),

@@ -1,6 +1,6 @@
 rule sample:
     input:
-        base=out("{model}/base.safetensors"),
+        base=lambda wc: base_weights(wc.model),
     output:
         out("{model}/S{S}/synthetic.safetensors"),
     params:

@@ -29,7 +29,7 @@ checkpoint search_round:
 rule fid_final:
     input:
         unpack(scoring_inputs),
-        weights=out("{model}/S{S}/B{B}/w{w}.safetensors"),
+        weights=get_point_weights,
         search=out("{model}/S{S}/B{B}/w{w}/g{gamma}.features.safetensors"),
     output:
         metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.final.json"),

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, planned_jobs
 from neon_steps import config as neon_config
 from neon_steps.config import ConfigError
 
@@ -103,3 +103,24 @@ def test_a_line_job_needs_a_plain_grid():
     config["models"]["toy-ar-tau0.5"]["evaluate"].update(jobs="per_line", search={"mode": "brent"})
     with pytest.raises(ConfigError, match=r"models\.toy-ar-tau0\.5\.evaluate\.jobs: per_line .* grid"):
         neon_config.check_models(config["models"], config["datasets"])
+
+
+def test_models_trained_alike_share_one_base():
+    models = load_default()["models"]
+    owners = {name: neon_config.base_owner(name, models) for name in models}
+    assert owners == {"toy-ddpm-zeta1.1": "toy-ddpm-zeta1.1", "toy-ddpm-zeta0.9": "toy-ddpm-zeta1.1",
+                      "toy-ar-tau0.5": "toy-ar-tau0.5", "toy-ar-tau1.6": "toy-ar-tau0.5",
+                      "digits-ddim-quick": "digits-ddim-quick"}
+    other_seed = {**models, "toy-ar-tau1.6": {**models["toy-ar-tau1.6"],
+                                              "base": {**models["toy-ar-tau1.6"]["base"], "seed": 7}}}
+    assert neon_config.base_owner("toy-ar-tau1.6", other_seed) == "toy-ar-tau1.6"
+    evaluating = {**models, "t4": {**models["toy-ar-tau1.6"], "training_of": "toy-ar-tau1.6"}}
+    assert neon_config.base_owner("t4", evaluating) == "toy-ar-tau0.5"
+
+
+def test_the_default_run_trains_each_base_once_and_merges_no_w0(tmp_path):
+    jobs = planned_jobs(tmp_path, REPO / "config.yaml")
+    assert sorted(w["model"] for rule, w in jobs if rule == "base") == ["digits-ddim-quick", "toy-ar-tau0.5",
+                                                                         "toy-ddpm-zeta1.1"]
+    assert sorted(w["w"] for rule, w in jobs if rule == "merge") == ["0.5", "1", "1.5"]
+    assert [w["w"] for rule, w in jobs if rule == "fid"].count("0") == 1  # scored from the base itself

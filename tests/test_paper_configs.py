@@ -15,11 +15,12 @@ PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
 
 # Jobs of a dry run of all paper configs together, by rule, before any search round has run. Per
 # model: |S| samples, |S|·|B| fine-tune segments (and ckpt) and searches; a search's round 0
-# (search_round) waits for the base (w = 0: one merge) at every γ (fid); fid_noise evaluates the
+# (search_round) waits for the base (w = 0: no merge) at every γ (fid) and for θ_s (ckpt, so that S
+# and the fine-tune start beside the base's evaluations); fid_noise evaluates the
 # base at the noise seeds, at every γ. IMM's T = 4, 2, 1 models evaluate T = 8's training, so they
 # add searches only. Later rounds' points appear once the rounds before them have run.
 PAPER_JOBS = {"base": 9, "reference": 4, "sample": 21, "finetune": 122, "ckpt": 122, "search_round": 134,
-              "merge": 134, "fid": 438, "fid_noise": 52, "aggregate": 1, "all": 1}
+              "fid": 438, "fid_noise": 52, "aggregate": 1, "all": 1}
 
 
 def load(path):
