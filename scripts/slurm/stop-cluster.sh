@@ -3,7 +3,7 @@
 # daemons it started, by the PIDs it saved in $NEON_SLURM_DIR/run/.
 #
 #   scripts/slurm/stop-cluster.sh           # keep state (munge key, database): quick restart
-#   scripts/slurm/stop-cluster.sh --purge   # also delete the state and the /etc/slurm links
+#   scripts/slurm/stop-cluster.sh --purge   # also delete that state
 #
 # Safe to run repeatedly, and when start-cluster.sh failed half-way.
 set -euo pipefail
@@ -65,12 +65,16 @@ for name in slurmd slurmctld slurmdbd mariadbd munged; do
   rm -f "$STATE/run/$name.pid"
 done
 
+# The /etc/slurm links go whatever the mode (start-cluster.sh makes them again): left in place,
+# they point every SLURM client at a controller that is gone, and each `scontrol` waits 9 s for it
+# (snakemake's SLURM plugin runs `scontrol show config` at every snakemake start).
+for conf in slurm.conf gres.conf slurmdbd.conf; do
+  if [[ -L /etc/slurm/$conf && $(readlink "/etc/slurm/$conf") == "$STATE/etc/$conf" ]]; then
+    rm -f "/etc/slurm/$conf"
+  fi
+done
+
 if [[ ${1:-} == --purge ]]; then
-  for conf in slurm.conf gres.conf slurmdbd.conf; do
-    if [[ -L /etc/slurm/$conf && $(readlink "/etc/slurm/$conf") == "$STATE/etc/$conf" ]]; then
-      rm -f "/etc/slurm/$conf"
-    fi
-  done
   # Only what start-cluster.sh creates, in case NEON_SLURM_DIR names a shared directory.
   rm -rf "${STATE:?}"/{etc,run,log,spool,munge,mysql}
   rmdir "$STATE" 2>/dev/null || true
