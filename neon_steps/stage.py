@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from typing import Callable, Iterator
@@ -46,9 +47,14 @@ def logged(log_path: str | None) -> Iterator[None]:
 
 
 def configure_torch(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, threads))
+    """Use the job's threads: set now where the stage has imported torch, else through the
+    variable torch's import reads, so that a torch-free stage (ckpt, a search round) never pays
+    for that import."""
+    threads = max(1, threads)
+    if (torch := sys.modules.get("torch")) is not None:
+        torch.set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def run_snakemake(smk, body: Callable[[], None]) -> None:

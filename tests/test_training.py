@@ -72,7 +72,8 @@ def test_ckpt_copies_a_states_weights_byte_for_byte_without_torch(tmp_path):
     assert not is_state(tmp_path / "w.safetensors")
     assert load_metadata(tmp_path / "w.safetensors") == {"model": "toy", "budget_mi": "1e-05", "step": "2",
                                                          "images_seen": "16"}
-    # the ckpt job's whole import: a start-up of Python's, not torch's
-    imported = subprocess.run([sys.executable, "-c", "import sys, neon_steps.ckpt; print('torch' in sys.modules)"],
+    # the ckpt job's imports and set-up: a start-up of Python's, not torch's
+    job = "import sys, neon_steps.ckpt; neon_steps.stage.configure_torch(1); print('torch' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", job],
                               capture_output=True, text=True, check=True, cwd=REPO)
     assert imported.stdout.strip() == "False"
