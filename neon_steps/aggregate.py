@@ -193,12 +193,11 @@ def plot_fid_w_gamma(sweep: pd.DataFrame, out: str) -> None:
     save_figure(fig, out)
 
 
-def image_grid(samples, labels=None, columns: int = 10) -> np.ndarray:
+def image_grid(samples: np.ndarray, labels: np.ndarray | None = None, columns: int = 10) -> np.ndarray:
     """uint8 images [N,1,H,W] as one gray image: one row per class where labels are known (as
     many per class as every class has, at most `columns`), in drawing order otherwise."""
-    images = samples.numpy()[:, 0]
+    images = samples[:, 0]
     if labels is not None:
-        labels = labels.numpy()
         classes = labels.max() + 1
         per = int(min(np.bincount(labels, minlength=classes).min(), columns))
         images = images[np.concatenate([np.flatnonzero(labels == c)[:per] for c in range(classes)])]
@@ -240,11 +239,11 @@ def plot_samples(sweep: pd.DataFrame, previews: Mapping[tuple, str], out: str) -
 def draw_base_and_best_samples(axes, model: str, points: pd.DataFrame, previews: Mapping[tuple, str]) -> None:
     """An image model's generated digits on two axes: the base (w = 0, its best γ), then the best
     Neon point."""
-    from neon_steps.io import load_tensors
+    from safetensors.numpy import load_file  # as arrays: the aggregate needs no torch
 
     base, best = base_and_best(points)
     for ax, point in zip(axes, [base, best]):
-        tensors = load_tensors(previews[point_key(point)])
+        tensors = load_file(previews[point_key(point)])
         ax.imshow(image_grid(tensors["samples"], tensors.get("labels")), cmap="gray", vmin=0, vmax=255,
                   interpolation="nearest")
         where = ("the base (w=0)" if point is base else
