@@ -122,5 +122,5 @@ def test_the_default_run_trains_each_base_once_and_merges_no_w0(tmp_path):
     jobs = planned_jobs(tmp_path, REPO / "config.yaml")
     assert sorted(w["model"] for rule, w in jobs if rule == "base") == ["digits-ddim-quick", "toy-ar-tau0.5",
                                                                          "toy-ddpm-zeta1.1"]
-    assert sorted(w["w"] for rule, w in jobs if rule == "merge") == ["0.5", "1", "1.5"]
+    assert sorted(w["w"] for rule, w in jobs if rule == "merge") == ["1", "1.5"]
     assert [w["w"] for rule, w in jobs if rule == "fid"].count("0") == 1  # scored from the base itself
