@@ -202,6 +202,7 @@ def _span(entry: Mapping[str, Any]) -> int:
 
 def _unpickle(path: Path, allow_pickle: bool) -> Any:
     trust = "pass --allow-pickle (allow_pickle=True) only if you trust it"
+    _check_torch_container(path)
     if path.suffix == ".pkl" and not allow_pickle:
         raise MergeError(f"{path} is a pickle, which runs code to load; {trust}")
     mappable = zipfile.is_zipfile(path)  # torch.load maps zip archives only
@@ -219,6 +220,26 @@ def _unpickle(path: Path, allow_pickle: bool) -> Any:
         raise
     except Exception as err:  # unpickling runs arbitrary code: any error means "cannot load"
         raise MergeError(f"{path}: cannot load ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+PICKLE_PROTO = 0x80  # the first byte of every pickle of protocol 2 or later (torch.save's legacy format too)
+
+
+def _check_torch_container(path: Path) -> None:
+    """A PyTorch checkpoint is a zip archive (torch.save) or a pickle; anything else (a saved
+    HTML page, a text file) is not a checkpoint at all, and --allow-pickle would not help."""
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:1] == bytes([PICKLE_PROTO]):
+        return
+    if not head:
+        raise MergeError(f"{path}: not a checkpoint (the file is empty)")
+    text = head.decode("utf-8", "replace").lstrip().lower()
+    looks = " (an HTML page: a download that saved an error or sign-in page?)" if text.startswith(("<!doctype", "<html")) else ""
+    raise MergeError(f"{path}: not a checkpoint: neither a zip archive (torch.save) nor a pickle; "
+                     f"it begins {head[:24]!r}{looks}")
 
 
 def _refusal(err: Exception) -> str:

@@ -301,6 +301,22 @@ def test_pickles_that_need_code_are_refused_unless_allowed(files, tmp_path):
         assert all(same_bits(t, net.state_dict()[k]) for k, t in load_file(out).items())  # θ_s = θ_r: w moves nothing
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("page.pt", b"<!DOCTYPE html><html><body>Sign in</body></html>", r"page.pt: not a checkpoint: .*an HTML page"),
+    ("notes.pkl", b"these are my notes\n", r"notes.pkl: not a checkpoint: neither a zip archive .*nor a pickle"),
+    ("empty.pth", b"", r"empty.pth: not a checkpoint \(the file is empty\)"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_so_and_allow_pickle_is_not_suggested(files, tmp_path, name, content,
+                                                                                    message):
+    base_path = files[0]
+    (tmp_path / name).write_bytes(content)
+    for allow_pickle in (False, True):
+        with pytest.raises(MergeError, match=message) as refused:
+            merge_checkpoints(base_path, tmp_path / name, [1], [tmp_path / "out.safetensors"], allow_pickle=allow_pickle)
+        assert "allow-pickle" not in str(refused.value)
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 # -- validation and atomicity -------------------------------------------------------------------
 
 def test_layout_mismatches_are_named(files, tmp_path):
