@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -158,8 +159,8 @@ def check_training_of(name: str, model: Mapping, models: Mapping[str, Mapping]) 
 
 
 # What a base is trained (or converted) from: models equal in all of these share one base, trained
-# by the first of them in the config, as the toy's mode- and diversity-seeking models do (they
-# differ in S's sampler only).
+# by the first of them by name (not by config order, which a key-sorting YAML tool may change), as
+# the toy's mode- and diversity-seeking models do (they differ in S's sampler only).
 BASE_SETTINGS = ("adapter", "dataset", "arch", "guidance", "base")
 
 
@@ -171,37 +172,73 @@ def base_owner(name: str, models: Mapping[str, Mapping]) -> str:
         return [model.get(key, False if key == "guidance" else None) for key in BASE_SETTINGS]
 
     mine = settings(models[name])
-    return next(other for other, model in models.items() if "training_of" not in model and settings(model) == mine)
+    return min(other for other, model in models.items() if "training_of" not in model and settings(model) == mine)
 
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
 def validate(config: dict, schema_path: str | Path = SCHEMA) -> None:
-    """Check a config against the JSON schema, filling in the schema's defaults; the first error
-    is raised as one line naming its field."""
+    """Check a config against the JSON schema, spelling its numbers one way and filling in the
+    schema's defaults first; the first error is raised as one line naming its field."""
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
+    for _ in _normalizing(validator.__class__)(schema).iter_errors(config):
+        pass  # the pass rewrites `config` as it goes; its errors are reported below, once
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigError(f"{field}: {error.message}")
-    _with_defaults(validator.__class__)(schema).validate(config)
 
 
-def _with_defaults(validator_class):
-    """A validator that also sets each missing property that has a schema default."""
+# YAML 1.1 (PyYAML, snakemake's loader) reads 1e-3 as a string: a number wherever the schema wants one.
+NUMERIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _normalized(value: Any, schema: Mapping) -> Any:
+    """`value` as the schema's type spells it: 1e-3 (a string to YAML) a float, 1.0e+3 an integer
+    where one is wanted and 1 a float where a number is, so that every spelling of a setting gives
+    the same params (no rerun)."""
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str) and {"number", "integer"} & set(types) and NUMERIC.fullmatch(value.strip()):
+        value = float(value)
+    if "integer" in types and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif "number" in types and "integer" not in types and type(value) is int:  # not bool
+        value = float(value)
+    if "array" in types and isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        value = [_normalized(item, schema["items"]) for item in value]
+    return value
+
+
+def _normalizing(validator_class):
+    """A validator that rewrites what it checks: numbers as above, and each missing property
+    that has a schema default set to it (a default written out is then the same setting)."""
     import jsonschema
 
-    def set_defaults(validator, properties, instance, schema):
-        for name, subschema in properties.items():
-            if isinstance(instance, dict) and "default" in subschema:
-                instance.setdefault(name, copy.deepcopy(subschema["default"]))
+    def normalize(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if name in instance:
+                    instance[name] = _normalized(instance[name], subschema)
+                elif "default" in subschema:
+                    instance[name] = _normalized(copy.deepcopy(subschema["default"]), subschema)
         yield from validator_class.VALIDATORS["properties"](validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    return jsonschema.validators.extend(validator_class, {"properties": normalize})
+
+
+def canonical(value: Any) -> Any:
+    """Mappings with their keys sorted, all the way down: the same settings in another key order
+    (as a YAML tool that sorts keys writes them) are the same params."""
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    return value
 
 
 def load(path: str | Path) -> dict:

@@ -52,7 +52,7 @@ rule aggregate:
             labels={"figure": "summary.png", "shows": "the run on one page"},
         ),
     params:
-        base_budgets_mi={name: spec["base"]["images"] for name, spec in MODELS.items()},
+        base_budgets_mi={name: MODELS[name]["base"]["images"] for name in sorted(MODELS)},
     log:
         log("aggregate", "aggregate"),
     benchmark:

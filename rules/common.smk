@@ -19,6 +19,9 @@ try:
     neon_config.check_models(config["models"], config["datasets"])
 except neon_config.ConfigError as err:
     raise WorkflowError(f"config: {err}") from None
+# Params are compared as text: with keys sorted, another key order of the same settings reruns nothing.
+for section in ("models", "datasets"):
+    config[section] = {name: neon_config.canonical(spec) for name, spec in config[section].items()}
 
 MODELS = config["models"]
 DATASETS = config["datasets"]
@@ -83,8 +86,8 @@ def trained_file(model, path):
 
 
 def base_weights(model):
-    """θ_r of `model`: its own, or that of the first model trained the same way (one base for
-    models that differ in S, fine-tune or evaluation only)."""
+    """θ_r of `model`: its own, or that of the first model by name trained the same way (one base
+    for models that differ in S, fine-tune or evaluation only)."""
     return out(f"{neon_config.base_owner(model, MODELS)}/base.safetensors")
 
 

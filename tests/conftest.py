@@ -72,3 +72,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+def respelt(value, key=None):
+    """A config's settings as another YAML tool or user might write them: keys in reverse order,
+    integers as floats (1.0e+3), learning rates as exponent strings (YAML 1.1 reads 1e-04 as a
+    string), float means as integers, and the schema's defaults written out."""
+    if isinstance(value, dict):
+        spelt = {k: respelt(value[k], k) for k in sorted(value, reverse=True)}
+        if {"evaluate", "synthetic"} <= spelt.keys():  # a model
+            spelt["evaluate"].update(shard_size=1000, jobs="per_point", gamma=[1.0], noise_seeds=[])
+            spelt["synthetic"]["shard_size"] = 1000
+        return spelt
+    if isinstance(value, list):
+        return [respelt(item, key) for item in value]
+    if key in {"n", "seed", "sizes", "batch_size", "n_real", "data_seed", "prc_n"} and type(value) is int:
+        return float(value)
+    if key == "lr":
+        return f"{value:e}"
+    if key == "mean":
+        return int(value)
+    return value

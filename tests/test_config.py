@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from conftest import REPO, planned_jobs
+from conftest import REPO, planned_jobs, respelt
 from neon_steps import config as neon_config
 from neon_steps.config import ConfigError
 
@@ -64,7 +64,7 @@ def test_shipped_configs_are_valid(path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["models"]["toy-ddpm-zeta1.1"]["finetune"].update(lr=-1),
-     "models.toy-ddpm-zeta1.1.finetune.lr: -1 is less than or equal to the minimum of 0"),
+     "models.toy-ddpm-zeta1.1.finetune.lr: -1.0 is less than or equal to the minimum of 0"),
     (lambda c: c["models"]["toy-ar-tau0.5"].update(evalute={}),
      "models.toy-ar-tau0.5: Additional properties are not allowed ('evalute' was unexpected)"),
     (lambda c: c["models"]["toy-ar-tau0.5"]["synthetic"].pop("sizes"),
@@ -108,7 +108,7 @@ def test_a_line_job_needs_a_plain_grid():
 def test_models_trained_alike_share_one_base():
     models = load_default()["models"]
     owners = {name: neon_config.base_owner(name, models) for name in models}
-    assert owners == {"toy-ddpm-zeta1.1": "toy-ddpm-zeta1.1", "toy-ddpm-zeta0.9": "toy-ddpm-zeta1.1",
+    assert owners == {"toy-ddpm-zeta1.1": "toy-ddpm-zeta0.9", "toy-ddpm-zeta0.9": "toy-ddpm-zeta0.9",
                       "toy-ar-tau0.5": "toy-ar-tau0.5", "toy-ar-tau1.6": "toy-ar-tau0.5",
                       "digits-ddim-quick": "digits-ddim-quick"}
     other_seed = {**models, "toy-ar-tau1.6": {**models["toy-ar-tau1.6"],
@@ -121,6 +121,20 @@ def test_models_trained_alike_share_one_base():
 def test_the_default_run_trains_each_base_once_and_merges_no_w0(tmp_path):
     jobs = planned_jobs(tmp_path, REPO / "config.yaml")
     assert sorted(w["model"] for rule, w in jobs if rule == "base") == ["digits-ddim-quick", "toy-ar-tau0.5",
-                                                                         "toy-ddpm-zeta1.1"]
+                                                                         "toy-ddpm-zeta0.9"]
     assert sorted(w["w"] for rule, w in jobs if rule == "merge") == ["1", "1.5"]
     assert [w["w"] for rule, w in jobs if rule == "fid"].count("0") == 1  # scored from the base itself
+
+
+def test_every_spelling_of_the_same_settings_is_the_same_config():
+    tiny = yaml.safe_load((REPO / "tests/configs/tiny.yaml").read_text())
+    other = respelt(tiny)
+    assert other != tiny
+    configs = []
+    for config in (tiny, other):
+        config["models"] = neon_config.resolve_models(config["models"])
+        neon_config.validate(config)
+        configs.append({section: {name: neon_config.canonical(spec) for name, spec in config[section].items()}
+                        for section in ("models", "datasets")})
+    assert repr(configs[0]) == repr(configs[1])  # params are compared as text
+    assert configs[1]["models"]["ddpm"]["evaluate"]["n"] == 1000 and configs[1]["models"]["ddpm"]["base"]["lr"] == 1e-3

@@ -3,8 +3,9 @@ import math
 
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import TINY, edited_config, planned_jobs, snakemake
+from conftest import TINY, edited_config, planned_jobs, respelt, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +39,13 @@ def test_tiny_run_writes_the_tables_and_figure(tiny_run):
 
 def test_nothing_to_do_right_after_a_run(tiny_run):
     assert planned_jobs(tiny_run) == []
+
+
+def test_the_same_settings_spelt_otherwise_rerun_nothing(tiny_run, tmp_path):
+    config = tmp_path / "respelt.yaml"
+    config.write_text(yaml.safe_dump(respelt(yaml.safe_load(TINY.read_text())), sort_keys=False))
+    assert "1.000000e-04" in config.read_text() and "n: 1000.0" in config.read_text()
+    assert planned_jobs(tiny_run, config) == []
 
 
 def test_adding_a_w_runs_only_its_merge_and_fid(tiny_copy, tmp_path):

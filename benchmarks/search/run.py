@@ -173,7 +173,8 @@ def main() -> int:
         for S in neon_config.sizes(spec):
             for B in neon_config.budgets(spec):
                 root = args.workdir / "results"
-                f = Evaluator(spec, config["datasets"][spec["dataset"]], root / name / "base.safetensors",
+                base_weights = root / neon_config.base_owner(name, config["models"]) / "base.safetensors"
+                f = Evaluator(spec, config["datasets"][spec["dataset"]], base_weights,
                               root / name / f"S{S}/ckpt/B{neon_config.fmt(B)}.safetensors",
                               root / "reference/gauss2d.safetensors")
                 base = [f(0.0, 1.0, seed) for seed in (spec["evaluate"]["seed"], 4, 5)]
