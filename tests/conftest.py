@@ -81,8 +81,9 @@ def respelt(value, key=None):
     if isinstance(value, dict):
         spelt = {k: respelt(value[k], k) for k in sorted(value, reverse=True)}
         if {"evaluate", "synthetic"} <= spelt.keys():  # a model
-            spelt["evaluate"].update(shard_size=1000, jobs="per_point", gamma=[1.0], noise_seeds=[])
-            spelt["synthetic"]["shard_size"] = 1000
+            for key, default in (("shard_size", 1000), ("jobs", "per_point"), ("gamma", [1.0]), ("noise_seeds", [])):
+                spelt["evaluate"].setdefault(key, default)
+            spelt["synthetic"].setdefault("shard_size", 1000)
         return spelt
     if isinstance(value, list):
         return [respelt(item, key) for item in value]
