@@ -134,4 +134,4 @@ def test_the_table_caption_explains_the_seed_noise_and_shows_this_runs_budgets(p
                          " return t.includes('gain_over_sd') && t; })()")
     assert "fid_base_sd" in text and "extra_compute_pct" in text
     # jinja over the aggregate's params: the base budgets of tiny.yaml's models
-    assert "Base training budgets in this run (Mi images): ddpm 0.05, ar 0.05." in text
+    assert "Base training budgets in this run (Mi images): ar 0.05, ddpm 0.05." in text  # by name
