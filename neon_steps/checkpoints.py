@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
+from neon_steps.io import header_bytes
 from neon_steps.stage import NeonError
 
 
@@ -202,10 +203,9 @@ def _span(entry: Mapping[str, Any]) -> int:
 
 def _unpickle(path: Path, allow_pickle: bool) -> Any:
     trust = "pass --allow-pickle (allow_pickle=True) only if you trust it"
-    _check_torch_container(path)
+    mappable = is_torch_zip(path)  # torch.load maps zip archives only
     if path.suffix == ".pkl" and not allow_pickle:
         raise MergeError(f"{path} is a pickle, which runs code to load; {trust}")
-    mappable = zipfile.is_zipfile(path)  # torch.load maps zip archives only
     try:
         if path.suffix == ".pkl":
             with open(path, "rb") as f:
@@ -225,15 +225,16 @@ def _unpickle(path: Path, allow_pickle: bool) -> Any:
 PICKLE_PROTO = 0x80  # the first byte of every pickle of protocol 2 or later (torch.save's legacy format too)
 
 
-def _check_torch_container(path: Path) -> None:
-    """A PyTorch checkpoint is a zip archive (torch.save) or a pickle; anything else (a saved
-    HTML page, a text file) is not a checkpoint at all, and --allow-pickle would not help."""
+def is_torch_zip(path: Path) -> bool:
+    """True for a zip archive (torch.save), False for a pickle. A PyTorch checkpoint is one or the
+    other; anything else (a saved HTML page, a text file) is not a checkpoint at all, and is
+    refused as such: --allow-pickle would not help."""
     if zipfile.is_zipfile(path):
-        return
+        return True
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:1] == bytes([PICKLE_PROTO]):
-        return
+        return False
     if not head:
         raise MergeError(f"{path}: not a checkpoint (the file is empty)")
     text = head.decode("utf-8", "replace").lstrip().lower()
@@ -291,9 +292,7 @@ def encode_header(specs: Mapping[str, TensorSpec], metadata: Mapping[str, str]) 
         header[name] = {"dtype": DTYPE_NAMES[spec.dtype], "shape": list(spec.shape),
                         "data_offsets": [offset, offset + spec.nbytes]}
         offset += spec.nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)  # tensor data starts 8-byte aligned
-    return struct.pack("<Q", len(text)) + text
+    return header_bytes(header)
 
 
 class SafetensorsWriter:

@@ -74,16 +74,15 @@ def copy_tensors(src: str | os.PathLike, dst: str | os.PathLike, rename: Callabl
         header.pop("__metadata__", None)
         kept = sorted(((new, entry) for name, entry in header.items() if (new := rename(name)) is not None),
                       key=lambda item: item[1]["data_offsets"][0])
-        spans = [(8 + length + begin, end - begin) for _, entry in kept for begin, end in [entry["data_offsets"]]]
         out: dict[str, object] = {"__metadata__": dict(metadata)}
-        offset = 0
-        for (new, entry), (_, size) in zip(kept, spans):
-            out[new] = {"dtype": entry["dtype"], "shape": entry["shape"], "data_offsets": [offset, offset + size]}
-            offset += size
-        text = json.dumps(out, separators=(",", ":")).encode()
-        text += b" " * (-len(text) % 8)  # tensor data starts 8-byte aligned
+        spans, offset = [], 0
+        for new, entry in kept:
+            begin, end = entry["data_offsets"]
+            out[new] = {"dtype": entry["dtype"], "shape": entry["shape"], "data_offsets": [offset, offset + end - begin]}
+            spans.append((8 + length + begin, end - begin))
+            offset += end - begin
         with atomic_path(dst) as tmp, open(tmp, "wb") as target:
-            target.write(struct.pack("<Q", len(text)) + text)
+            target.write(header_bytes(out))
             for start, size in spans:
                 f.seek(start)
                 while size:
@@ -93,6 +92,14 @@ def copy_tensors(src: str | os.PathLike, dst: str | os.PathLike, rename: Callabl
 
 
 COPY_CHUNK_BYTES = 8 << 20
+
+
+def header_bytes(header: Mapping[str, object]) -> bytes:
+    """A safetensors file's first bytes: the length prefix and the JSON header (tensor entries and
+    "__metadata__"), padded so that tensor data starts 8-byte aligned."""
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
