@@ -231,6 +231,14 @@ def _normalizing(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": normalize})
 
 
+def canonicalize(config: dict) -> dict:
+    """Every model's and data set's settings with their keys sorted (their names keep the config's
+    order): params are compared as text, so another key order of the same settings reruns nothing."""
+    for section in ("models", "datasets"):
+        config[section] = {name: canonical(spec) for name, spec in config[section].items()}
+    return config
+
+
 def canonical(value: Any) -> Any:
     """Mappings with their keys sorted, all the way down: the same settings in another key order
     (as a YAML tool that sorts keys writes them) are the same params."""

@@ -19,9 +19,7 @@ try:
     neon_config.check_models(config["models"], config["datasets"])
 except neon_config.ConfigError as err:
     raise WorkflowError(f"config: {err}") from None
-# Params are compared as text: with keys sorted, another key order of the same settings reruns nothing.
-for section in ("models", "datasets"):
-    config[section] = {name: neon_config.canonical(spec) for name, spec in config[section].items()}
+neon_config.canonicalize(config)
 
 MODELS = config["models"]
 DATASETS = config["datasets"]

@@ -134,7 +134,6 @@ def test_every_spelling_of_the_same_settings_is_the_same_config():
     for config in (tiny, other):
         config["models"] = neon_config.resolve_models(config["models"])
         neon_config.validate(config)
-        configs.append({section: {name: neon_config.canonical(spec) for name, spec in config[section].items()}
-                        for section in ("models", "datasets")})
+        configs.append({section: neon_config.canonicalize(config)[section] for section in ("models", "datasets")})
     assert repr(configs[0]) == repr(configs[1])  # params are compared as text
     assert configs[1]["models"]["ddpm"]["evaluate"]["n"] == 1000 and configs[1]["models"]["ddpm"]["base"]["lr"] == 1e-3
