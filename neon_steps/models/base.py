@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from neon_steps.io import load_tensors, save_tensors
+from neon_steps.models.knobs import ANY, Knobs
 
 Kappa = Mapping[str, Any]  # sampler settings: steps, score scale, temperature, CFG scale, ...
 
@@ -22,13 +23,18 @@ class Adapter(abc.ABC):
     family: ClassVar[str]        # diffusion | flow | autoregressive | few-step
     num_classes: int = 0         # > 0 for class-conditional models (set by build)
     checkpoint_key: ClassVar[str | None] = None  # where θ_r sits in a checkpoint dict, by default
+    # The settings `arch` and `kappa` may hold (neon_steps/models/knobs.py): the workflow checks a
+    # config against them at load time. An adapter that declares none gets its settings unchecked.
+    arch_knobs: ClassVar[Knobs] = ANY
+    kappa_knobs: ClassVar[Knobs] = ANY
 
     def __init__(self, arch: Mapping[str, Any], device: str | torch.device = "cpu",
                  base: Mapping[str, Any] | None = None):
         """`base`: the model's `base` section; for a real model it names the user's checkpoint
         (`checkpoint`, `key`, `allow_pickle`, `source`), which some codebases need to build the
-        network (a diffusers folder's config, an EDM pickle)."""
-        self.arch = dict(arch)
+        network (a diffusers folder's config, an EDM pickle). `self.arch` holds every declared
+        knob (the defaults filled in)."""
+        self.arch = self.arch_knobs(arch, "arch")
         self.base = dict(base or {})
         self.device = torch.device(device)
         self.net: nn.Module = self.build(self.arch).to(self.device)
@@ -53,6 +59,11 @@ class Adapter(abc.ABC):
         """Network evaluations per sample under `kappa`, for the tables."""
 
     # -- shared behaviour -----------------------------------------------------------------------
+    def settings(self, kappa: Kappa) -> dict[str, Any]:
+        """`kappa` with every declared knob (the defaults filled in): what `sample` and `nfe`
+        read, as the workflow's configs leave defaults out."""
+        return self.kappa_knobs(kappa, "kappa", self.arch)
+
     @property
     def conditional(self) -> bool:
         return self.num_classes > 0

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from neon_steps.models import images
+from neon_steps.models import images, knobs
 from neon_steps.models.base import Adapter, Kappa
 from neon_steps.stage import NeonError
 
@@ -34,6 +34,7 @@ OBJECTIVES = ("epsilon", "v_prediction", "sample")
 
 class DiffusersPipeline(Adapter):
     family = "diffusion"
+    arch_knobs, kappa_knobs = knobs.DIFFUSERS
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
         import diffusers
@@ -55,10 +56,11 @@ class DiffusersPipeline(Adapter):
         # The forward process of the loss: the same betas and timesteps, whatever the sampler.
         self.forward_process = DDPMScheduler.from_config(self.scheduler_config)
         self._diffusers = diffusers
-        self.null_class = arch.get("null_class")
+        self.null_class = arch["null_class"]
         embeds = net.config.num_class_embeds or 0
-        self.num_classes = int(arch.get("num_classes", embeds - (self.null_class is not None))) if embeds else 0
-        self.p_uncond = float(arch.get("p_uncond", 0.1)) if self.null_class is not None else 0.0
+        classes = arch["num_classes"] if arch["num_classes"] is not None else embeds - (self.null_class is not None)
+        self.num_classes = classes if embeds else 0
+        self.p_uncond = arch["p_uncond"] if self.null_class is not None else 0.0
         return net
 
     def load_checkpoint(self, path) -> "DiffusersPipeline":
@@ -71,12 +73,12 @@ class DiffusersPipeline(Adapter):
         return self
 
     def scheduler(self, kappa: Kappa):
-        name = str(kappa.get("scheduler", self.scheduler_name))
+        name = kappa["scheduler"] or self.scheduler_name
         cls = getattr(self._diffusers, name, None)
         if cls is None or not hasattr(cls, "from_config"):
             raise NeonError(f"kappa.scheduler: {name!r} is not a diffusers scheduler")
         sched = cls.from_config(self.scheduler_config)
-        sched.set_timesteps(int(kappa.get("steps", 50)))
+        sched.set_timesteps(kappa["steps"])
         return sched
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -101,6 +103,7 @@ class DiffusersPipeline(Adapter):
 
     @torch.no_grad()
     def sample(self, n, generator, kappa: Kappa, labels=None):
+        kappa = self.settings(kappa)
         sched = self.scheduler(kappa)
         gamma = images.sampling_scale(kappa, labels) if self.conditional else 1.0
         if gamma != 1.0 and self.null_class is None:
@@ -109,7 +112,7 @@ class DiffusersPipeline(Adapter):
         cfg = self.net.config
         x = torch.randn((n, cfg.in_channels, cfg.sample_size, cfg.sample_size), generator=generator).to(self.device)
         x = x * sched.init_noise_sigma
-        extra = {"eta": float(kappa["eta"])} if "eta" in kappa else {}
+        extra = {"eta": kappa["eta"]} if kappa["eta"] is not None else {}
         for t in sched.timesteps:
             xin = sched.scale_model_input(x, t)
             tt = torch.full((n,), float(t), device=self.device)
@@ -123,4 +126,5 @@ class DiffusersPipeline(Adapter):
 
     def nfe(self, kappa):
         # The scheduler's own count (second-order schedulers evaluate twice a step).
+        kappa = self.settings(kappa)
         return len(self.scheduler(kappa).timesteps) * images.evaluations_per_step(kappa)

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from neon_steps.data import DIGITS_LEVELS, digits_to_uint8, uint8_to_digits
-from neon_steps.models import images
+from neon_steps.models import images, knobs
 from neon_steps.models.base import Adapter, Kappa
 
 PIXELS = 64
@@ -98,12 +98,11 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
 
 class DigitsAutoregressive(Adapter):
     family = "autoregressive"
+    arch_knobs, kappa_knobs = knobs.DIGITS_AUTOREGRESSIVE
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
-        self.num_classes = int(arch.get("num_classes", 10))
-        self.p_uncond = float(arch.get("p_uncond", 0.1))
-        return PixelTransformer(int(arch.get("dim", 64)), int(arch.get("layers", 3)), int(arch.get("heads", 4)),
-                                int(arch.get("mlp", 4)), self.num_classes)
+        self.num_classes, self.p_uncond = arch["num_classes"], arch["p_uncond"]
+        return PixelTransformer(arch["dim"], arch["layers"], arch["heads"], arch["mlp"], self.num_classes)
 
     def loss(self, batch, generator, labels=None):
         tokens = uint8_to_digits(batch.to(self.device)).flatten(1)        # [N, 64] in 0..16
@@ -114,11 +113,9 @@ class DigitsAutoregressive(Adapter):
 
     @torch.no_grad()
     def sample(self, n, generator, kappa: Kappa, labels=None):
+        kappa = self.settings(kappa)
         gamma = images.sampling_scale(kappa, labels)
-        temperature = float(kappa.get("temperature", 1.0))
-        top_k, top_p = int(kappa.get("top_k", 0)), float(kappa.get("top_p", 1.0))
-        if temperature <= 0 or not 0 < top_p <= 1:
-            raise ValueError("kappa: temperature must be > 0 and top_p in (0, 1]")
+        temperature, top_k, top_p = kappa["temperature"], kappa["top_k"], kappa["top_p"]
         y = images.conditioning(n, labels, self.num_classes, self.device)
         if gamma != 1.0:  # conditional and unconditional rows decode side by side
             y = torch.cat([y, torch.full_like(y, self.num_classes)])
@@ -139,4 +136,4 @@ class DigitsAutoregressive(Adapter):
         return digits_to_uint8(out.view(n, 1, 8, 8))
 
     def nfe(self, kappa):
-        return PIXELS * images.evaluations_per_step(kappa)
+        return PIXELS * images.evaluations_per_step(self.settings(kappa))

@@ -2,11 +2,7 @@
 through its class embedding, `num_class_embeds` = classes + 1 null class for classifier-free
 guidance) trained with the ε-prediction loss, sampled with a diffusers scheduler.
 
-arch: channels (per UNet level, [32, 64]), layers_per_block (1), attention (true: attention at
-the lowest resolution), norm_groups (8), timesteps (1000), beta_schedule ("squaredcos_cap_v2"),
-num_classes (10), p_uncond (0.1: label dropout for CFG).
-kappa: sampler ("ddim" or "ddpm"), steps (20), eta (DDIM's noise, 0), spacing ("trailing"),
-cfg (γ, 1).
+Its arch and kappa knobs: neon_steps/models/knobs.py, DIGITS_DIFFUSION.
 """
 from __future__ import annotations
 
@@ -16,43 +12,34 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from neon_steps.models import images
+from neon_steps.models import images, knobs
 from neon_steps.models.base import Adapter, Kappa
-
-SAMPLERS = ("ddim", "ddpm")
-
 
 class DigitsDiffusion(Adapter):
     family = "diffusion"
+    arch_knobs, kappa_knobs = knobs.DIGITS_DIFFUSION
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
         from diffusers import UNet2DModel
 
-        self.num_classes = int(arch.get("num_classes", 10))
-        self.p_uncond = float(arch.get("p_uncond", 0.1))
-        self.timesteps = int(arch.get("timesteps", 1000))
-        self.beta_schedule = str(arch.get("beta_schedule", "squaredcos_cap_v2"))
-        channels = tuple(int(c) for c in arch.get("channels", [32, 64]))
-        attention = bool(arch.get("attention", False))
+        self.num_classes, self.p_uncond = arch["num_classes"], arch["p_uncond"]
+        self.timesteps, self.beta_schedule = arch["timesteps"], arch["beta_schedule"]
+        channels = tuple(arch["channels"])
         down = ["DownBlock2D"] * len(channels)
         up = ["UpBlock2D"] * len(channels)
-        if attention:
+        if arch["attention"]:
             down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
         self.noise_schedule = self.scheduler()  # the forward process, for the loss
         return UNet2DModel(
-            sample_size=int(arch.get("size", 8)), in_channels=int(arch.get("in_channels", 1)),
-            out_channels=int(arch.get("in_channels", 1)), block_out_channels=channels,
-            layers_per_block=int(arch.get("layers_per_block", 1)), down_block_types=tuple(down),
-            up_block_types=tuple(up), norm_num_groups=int(arch.get("norm_groups", 8)),
-            add_attention=attention, attention_head_dim=int(arch.get("attention_head_dim", 8)),
-            num_class_embeds=self.num_classes + 1,
+            sample_size=arch["size"], in_channels=arch["in_channels"], out_channels=arch["in_channels"],
+            block_out_channels=channels, layers_per_block=arch["layers_per_block"], down_block_types=tuple(down),
+            up_block_types=tuple(up), norm_num_groups=arch["norm_groups"], add_attention=arch["attention"],
+            attention_head_dim=arch["attention_head_dim"], num_class_embeds=self.num_classes + 1,
         )
 
     def scheduler(self, kind: str = "ddpm", spacing: str = "trailing"):
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        if kind not in SAMPLERS:
-            raise ValueError(f"kappa.sampler: {kind!r} is not one of {SAMPLERS}")
         cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
         return cls(num_train_timesteps=self.timesteps, beta_schedule=self.beta_schedule,
                    clip_sample=True, timestep_spacing=spacing)
@@ -72,13 +59,14 @@ class DigitsDiffusion(Adapter):
 
     @torch.no_grad()
     def sample(self, n, generator, kappa: Kappa, labels=None):
-        sched = self.scheduler(str(kappa.get("sampler", "ddim")), str(kappa.get("spacing", "trailing")))
-        sched.set_timesteps(int(kappa.get("steps", 20)))
-        gamma, eta = images.sampling_scale(kappa, labels), float(kappa.get("eta", 0.0))
+        kappa = self.settings(kappa)
+        sched = self.scheduler(kappa["sampler"], kappa["spacing"])
+        sched.set_timesteps(kappa["steps"])
+        gamma = images.sampling_scale(kappa, labels)
         y = images.conditioning(n, labels, self.num_classes, self.device)
         shape = (n, self.net.config.in_channels, self.net.config.sample_size, self.net.config.sample_size)
         x = torch.randn(shape, generator=generator).to(self.device)
-        extra = {"eta": eta} if str(kappa.get("sampler", "ddim")) == "ddim" else {}
+        extra = {"eta": kappa["eta"]} if kappa["sampler"] == "ddim" else {}
         for t in sched.timesteps:
             tt = torch.full((n,), int(t), device=self.device)
             eps = images.guided(lambda xs, ys: self.eps(xs, tt.repeat(len(xs) // n), ys), x, y,
@@ -87,4 +75,5 @@ class DigitsDiffusion(Adapter):
         return images.to_uint8(x).cpu()
 
     def nfe(self, kappa):
-        return int(kappa.get("steps", 20)) * images.evaluations_per_step(kappa)
+        kappa = self.settings(kappa)
+        return kappa["steps"] * images.evaluations_per_step(kappa)

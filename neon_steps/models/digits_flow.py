@@ -2,12 +2,8 @@
 torchcfm's ConditionalFlowMatcher (straight paths from noise at t=0 to data at t=1), sampled by
 integrating the learned velocity with torchdiffeq.
 
-arch: channels (32; a multiple of 32, torchcfm's GroupNorm(32)), res_blocks (1), channel_mult
-([1, 2]), attention (false: true puts attention at 4x4), num_classes (10; one more embedding is
-the null class), p_uncond (0.1: label dropout for CFG), sigma (0: the matcher's path width),
-scale_shift (true: the embedding scales and shifts each normalized block).
-kappa: solver ("dopri5" or "euler"), rtol/atol (dopri5: 1e-3/1e-3 unless given; torchdiffeq's
-own defaults, 1e-7/1e-9, would be a thousand steps), steps (euler: 20), cfg (γ, 1).
+Its arch and kappa knobs: neon_steps/models/knobs.py, DIGITS_FLOW. dopri5's tolerances default
+to 1e-3 (torchdiffeq's own, 1e-7/1e-9, would be a thousand steps).
 
 NFE: dopri5 is adaptive, so the number of velocity evaluations is counted while sampling: each
 call of `sample` records how many evaluations it made (×2 under guidance, whose conditional and
@@ -24,11 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from neon_steps.models import images
+from neon_steps.models import images, knobs
 from neon_steps.models.base import Adapter, Kappa
-
-SOLVERS = ("dopri5", "euler")
-
 
 def _kappa_key(kappa: Kappa) -> str:
     return repr(sorted((k, str(v)) for k, v in kappa.items()))
@@ -36,28 +29,27 @@ def _kappa_key(kappa: Kappa) -> str:
 
 class DigitsFlow(Adapter):
     family = "flow"
+    arch_knobs, kappa_knobs = knobs.DIGITS_FLOW
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
         from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
         from torchcfm.models.unet.unet import UNetModelWrapper
 
-        self.num_classes = int(arch.get("num_classes", 10))
-        self.p_uncond = float(arch.get("p_uncond", 0.1))
-        size, channels = int(arch.get("size", 8)), int(arch.get("in_channels", 1))
-        self.shape = (channels, size, size)
-        self.matcher = ConditionalFlowMatcher(sigma=float(arch.get("sigma", 0.0)))
+        self.num_classes, self.p_uncond = arch["num_classes"], arch["p_uncond"]
+        size = arch["size"]
+        self.shape = (arch["in_channels"], size, size)
+        self.matcher = ConditionalFlowMatcher(sigma=arch["sigma"])
         self._counts: dict[str, list[int]] = {}  # kappa -> [evaluations·samples, samples]
         return UNetModelWrapper(
-            dim=self.shape, num_channels=int(arch.get("channels", 32)),
-            num_res_blocks=int(arch.get("res_blocks", 1)),
-            channel_mult=tuple(arch.get("channel_mult", [1, 2])),
+            dim=self.shape, num_channels=arch["channels"], num_res_blocks=arch["res_blocks"],
+            channel_mult=tuple(arch["channel_mult"]),
             # attention at 4x4 (downsampling factor 2), or at a resolution that never occurs
-            attention_resolutions=str(size // 2 if arch.get("attention", False) else 2 * size),
-            class_cond=True, num_classes=self.num_classes + 1, dropout=float(arch.get("dropout", 0.0)),
+            attention_resolutions=str(size // 2 if arch["attention"] else 2 * size),
+            class_cond=True, num_classes=self.num_classes + 1, dropout=arch["dropout"],
             # The time and class embedding as a scale and shift after each GroupNorm: added before
             # it (torchcfm's default), GroupNorm(32) over 32 channels (one channel a group)
             # subtracts it again, and the net ignores t and the class at that width.
-            use_scale_shift_norm=bool(arch.get("scale_shift", True)),
+            use_scale_shift_norm=arch["scale_shift"],
         )
 
     def velocity(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -80,9 +72,7 @@ class DigitsFlow(Adapter):
     def sample(self, n, generator, kappa: Kappa, labels=None):
         from torchdiffeq import odeint
 
-        solver = str(kappa.get("solver", "dopri5"))
-        if solver not in SOLVERS:
-            raise ValueError(f"kappa.solver: {solver!r} is not one of {SOLVERS}")
+        kappa = self.settings(kappa)
         gamma = images.sampling_scale(kappa, labels)
         y = images.conditioning(n, labels, self.num_classes, self.device)
         calls = 0
@@ -94,20 +84,19 @@ class DigitsFlow(Adapter):
 
         x0 = torch.randn((n, *self.shape), generator=generator).to(self.device)
         span = torch.tensor([0.0, 1.0], device=self.device)
-        if solver == "dopri5":
-            path = odeint(velocity, x0, span, method="dopri5",
-                          rtol=float(kappa.get("rtol", 1e-3)), atol=float(kappa.get("atol", 1e-3)))
+        if kappa["solver"] == "dopri5":
+            path = odeint(velocity, x0, span, method="dopri5", rtol=kappa["rtol"], atol=kappa["atol"])
         else:
-            path = odeint(velocity, x0, span, method="euler",
-                          options={"step_size": 1.0 / int(kappa.get("steps", 20))})
+            path = odeint(velocity, x0, span, method="euler", options={"step_size": 1.0 / kappa["steps"]})
         count = self._counts.setdefault(_kappa_key(kappa), [0, 0])
         count[0] += calls * (1 if gamma == 1.0 else 2) * n
         count[1] += n
         return images.to_uint8(path[-1]).cpu()
 
     def nfe(self, kappa):
-        if str(kappa.get("solver", "dopri5")) == "euler":
-            return int(kappa.get("steps", 20)) * images.evaluations_per_step(kappa)
+        kappa = self.settings(kappa)
+        if kappa["solver"] == "euler":
+            return kappa["steps"] * images.evaluations_per_step(kappa)
         key = _kappa_key(kappa)
         if key not in self._counts:  # nothing drawn with these settings yet: count a probe batch
             probe = torch.Generator().manual_seed(0)

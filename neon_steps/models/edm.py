@@ -29,10 +29,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from neon_steps.models import knobs
 from neon_steps.models.base import Adapter, Kappa
 from neon_steps.stage import NeonError
 
-LOSSES = ("vp", "ve", "edm")
 
 
 def load_network(path: str, source: str, key: str) -> nn.Module:
@@ -55,6 +55,7 @@ def load_network(path: str, source: str, key: str) -> nn.Module:
 class EDM(Adapter):
     family = "diffusion"
     checkpoint_key = "ema"
+    arch_knobs, kappa_knobs = knobs.EDM
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
         path, source = self.base.get("checkpoint"), self.base.get("source")
@@ -67,9 +68,7 @@ class EDM(Adapter):
             raise NeonError("base.checkpoint: name the EDM network pickle")
         if not Path(source).is_dir():
             raise NeonError(f"base.source: {source}: no such folder")
-        self.loss_kind = str(arch.get("loss", "vp"))
-        if self.loss_kind not in LOSSES:
-            raise NeonError(f"arch.loss: {self.loss_kind!r} is not one of {LOSSES}")
+        self.loss_kind = arch["loss"]
         net = load_network(path, source, self.base.get("key", self.checkpoint_key))
         # EDM pickles its EMA frozen (requires_grad False); its --transfer fine-tune trains a copy,
         # and so does Neon's: every parameter is learned (and merged) again.
@@ -114,12 +113,11 @@ class EDM(Adapter):
     # -- EDM's sampler (generate.py's edm_sampler) ---------------------------------------------
     @torch.no_grad()
     def sample(self, n, generator, kappa: Kappa, labels=None):
-        net, steps = self.net, int(kappa.get("steps", 18))
-        rho, churn = float(kappa.get("rho", 7)), float(kappa.get("S_churn", 0))
-        s_min, s_max = float(kappa.get("S_min", 0)), float(kappa.get("S_max", math.inf))
-        s_noise = float(kappa.get("S_noise", 1))
-        sigma_min = max(float(kappa.get("sigma_min", 0.002)), float(net.sigma_min))
-        sigma_max = min(float(kappa.get("sigma_max", 80)), float(net.sigma_max))
+        kappa = self.settings(kappa)
+        net, steps, rho, churn = self.net, kappa["steps"], kappa["rho"], kappa["S_churn"]
+        s_min, s_max, s_noise = kappa["S_min"], kappa["S_max"], kappa["S_noise"]
+        sigma_min = max(kappa["sigma_min"], float(net.sigma_min))
+        sigma_max = min(kappa["sigma_max"], float(net.sigma_max))
         round_sigma = getattr(net, "round_sigma", torch.as_tensor)
         class_labels = self.one_hot(labels, n)
 
@@ -144,4 +142,4 @@ class EDM(Adapter):
         return (x_next * 127.5 + 128).clip(0, 255).to(torch.uint8).cpu()
 
     def nfe(self, kappa):
-        return 2 * int(kappa.get("steps", 18)) - 1
+        return 2 * self.settings(kappa)["steps"] - 1

@@ -3,21 +3,20 @@ validate and dry-run; the first job that loads the model stops with what is miss
 add it, instead of failing somewhere inside a half-built adapter."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 from neon_steps.models.base import Adapter
 from neon_steps.stage import NeonError
 
 
 class Missing(Adapter):
-    codebase: ClassVar[str]
-    repository: ClassVar[str]
     family = "none"
 
     def __init__(self, arch: Mapping[str, Any], device="cpu", base: Mapping[str, Any] | None = None):
+        from neon_steps.models import not_written
+
         short = type(self).__name__.lower()
-        raise NeonError(f"adapter {short!r}: no adapter for the {self.codebase} codebase ({self.repository}) yet; "
-                        f"write one (docs/adapters.md) and set adapter: package.module:Class")
+        raise NeonError(f"adapter {short!r}: {not_written(short)}")
 
     # Never reached: the constructor refuses.
     def build(self, arch):  # pragma: no cover
@@ -34,12 +33,12 @@ class Missing(Adapter):
 
 
 class VAR(Missing):
-    codebase, repository = "VAR", "FoundationVision/VAR"
+    pass
 
 
 class XAR(Missing):
-    codebase, repository = "xAR", "OliverRensu/xAR"
+    pass
 
 
 class IMM(Missing):
-    codebase, repository = "IMM", "lumalabs/imm"
+    pass

@@ -12,14 +12,8 @@ fine-tune trains a copy of those weights without an EMA of its own (a brief fine
 learning rate; the paper's script kept --ema_decay=0.9999), and the merge is ema_model against
 that copy. `net_model` and the optimizer state are not read.
 
-arch (UNetModelWrapper's arguments): size (32), in_channels (3), channels (num_channels, 128),
-res_blocks (2), channel_mult ([1, 2, 2, 2]), num_heads (4), num_head_channels (64),
-attention_resolutions ("16"), dropout (0.1), num_classes (0: unconditional; > 0 adds one more
-embedding, the null class of classifier-free guidance), p_uncond (label dropout, 0.1 if
-conditional), sigma (the matcher's path width, 0), scale_shift (use_scale_shift_norm, the
-wrapper's default unless given).
-kappa: solver (dopri5 | euler), rtol/atol (dopri5; torchcfm's FID script uses 1e-5), steps
-(euler), cfg (γ, conditional models).
+arch (UNetModelWrapper's arguments) and kappa: neon_steps/models/knobs.py, TORCHCFM. dopri5's
+rtol/atol: torchcfm's FID script uses 1e-5.
 """
 from __future__ import annotations
 
@@ -28,33 +22,30 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from neon_steps.models import knobs
 from neon_steps.models.digits_flow import DigitsFlow
 
 
 class TorchCFMFlow(DigitsFlow):
     family = "flow"
     checkpoint_key = "ema_model"
+    arch_knobs, kappa_knobs = knobs.TORCHCFM
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
         from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
         from torchcfm.models.unet.unet import UNetModelWrapper
 
-        self.num_classes = int(arch.get("num_classes", 0))
-        self.p_uncond = float(arch.get("p_uncond", 0.1 if self.num_classes else 0.0))
-        size, channels = int(arch.get("size", 32)), int(arch.get("in_channels", 3))
-        self.shape = (channels, size, size)
-        self.matcher = ConditionalFlowMatcher(sigma=float(arch.get("sigma", 0.0)))
+        self.num_classes = arch["num_classes"]
+        self.p_uncond = arch["p_uncond"] if arch["p_uncond"] is not None else (0.1 if self.num_classes else 0.0)
+        self.shape = (arch["in_channels"], arch["size"], arch["size"])
+        self.matcher = ConditionalFlowMatcher(sigma=arch["sigma"])
         self._counts: dict[str, list[int]] = {}
-        extra = {"use_scale_shift_norm": bool(arch["scale_shift"])} if "scale_shift" in arch else {}
-        if self.num_classes:
-            extra.update(class_cond=True, num_classes=self.num_classes + 1)
+        extra = dict(class_cond=True, num_classes=self.num_classes + 1) if self.num_classes else {}
         return UNetModelWrapper(
-            dim=self.shape, num_channels=int(arch.get("channels", 128)),
-            num_res_blocks=int(arch.get("res_blocks", 2)),
-            channel_mult=tuple(arch.get("channel_mult", [1, 2, 2, 2])),
-            num_heads=int(arch.get("num_heads", 4)), num_head_channels=int(arch.get("num_head_channels", 64)),
-            attention_resolutions=str(arch.get("attention_resolutions", "16")),
-            dropout=float(arch.get("dropout", 0.1)), **extra,
+            dim=self.shape, num_channels=arch["channels"], num_res_blocks=arch["res_blocks"],
+            channel_mult=tuple(arch["channel_mult"]), num_heads=arch["num_heads"],
+            num_head_channels=arch["num_head_channels"], attention_resolutions=arch["attention_resolutions"],
+            dropout=arch["dropout"], use_scale_shift_norm=arch["scale_shift"], **extra,
         )
 
     def velocity(self, t, x, y):

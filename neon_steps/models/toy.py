@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from neon_steps.models import knobs
 from neon_steps.models.base import Adapter, Kappa
 
 
@@ -57,7 +58,6 @@ class EpsilonMLP(nn.Module):
 
 
 TIME_INPUTS = ("sinusoidal", "scaled")
-SAMPLERS = ("ddim", "ddim-stretched-time")
 
 
 class ToyDiffusion(Adapter):
@@ -71,11 +71,11 @@ class ToyDiffusion(Adapter):
     """
 
     family = "diffusion"
+    arch_knobs, kappa_knobs = knobs.TOY_DIFFUSION
 
     def build(self, arch: Mapping[str, Any]) -> nn.Module:
-        self.timesteps = int(arch.get("timesteps", 1000))
-        return EpsilonMLP(int(arch.get("dim", 2)), int(arch.get("hidden", 32)), int(arch.get("layers", 4)),
-                          self.timesteps, time_input=str(arch.get("time_input", "sinusoidal")))
+        self.timesteps = arch["timesteps"]
+        return EpsilonMLP(arch["dim"], arch["hidden"], arch["layers"], self.timesteps, time_input=arch["time_input"])
 
     def loss(self, batch, generator, labels=None):
         x0 = batch.to(self.device)
@@ -87,14 +87,11 @@ class ToyDiffusion(Adapter):
 
     @torch.no_grad()
     def sample(self, n, generator, kappa: Kappa, labels=None):
-        sampler = str(kappa.get("sampler", "ddim"))
-        if sampler not in SAMPLERS:
-            raise ValueError(f"kappa.sampler: {sampler!r} is not one of {', '.join(SAMPLERS)}")
+        kappa = self.settings(kappa)
         x = torch.randn((n, self.net.mlp[-1].out_features), generator=generator).to(self.device)
-        steps, zeta = int(kappa.get("steps", 20)), float(kappa.get("zeta", 1.0))
-        if sampler == "ddim-stretched-time":
-            return self._sample_stretched_time(x, steps, zeta).cpu()
-        return self._sample_ddim(x, steps, zeta, float(kappa.get("eta", 0.0)), generator).cpu()
+        if kappa["sampler"] == "ddim-stretched-time":
+            return self._sample_stretched_time(x, kappa["steps"], kappa["zeta"]).cpu()
+        return self._sample_ddim(x, kappa["steps"], kappa["zeta"], kappa["eta"], generator).cpu()
 
     def _sample_ddim(self, x: torch.Tensor, steps: int, zeta: float, eta: float,
                      generator: torch.Generator) -> torch.Tensor:
@@ -140,7 +137,7 @@ class ToyDiffusion(Adapter):
         return x
 
     def nfe(self, kappa):
-        return int(kappa.get("steps", 20))
+        return self.settings(kappa)["steps"]
 
 
 class BinnedAR(nn.Module):
@@ -176,10 +173,10 @@ class ToyAutoregressive(Adapter):
     here: a base fitted without such a bias is as often too wide as too narrow."""
 
     family = "autoregressive"
+    arch_knobs, kappa_knobs = knobs.TOY_AUTOREGRESSIVE
 
     def build(self, arch):
-        return BinnedAR(int(arch.get("bins", 32)), float(arch.get("low", -3.0)), float(arch.get("high", 3.0)),
-                        int(arch.get("hidden", 64)), int(arch.get("layers", 2)))
+        return BinnedAR(arch["bins"], arch["low"], arch["high"], arch["hidden"], arch["layers"])
 
     def loss(self, batch, generator, labels=None):
         bins = self.net.bin_of(batch.to(self.device))
@@ -188,7 +185,7 @@ class ToyAutoregressive(Adapter):
 
     @torch.no_grad()
     def sample(self, n, generator, kappa, labels=None):
-        tau = float(kappa.get("tau", 1.0))
+        tau = self.settings(kappa)["tau"]
         net = self.net
         probs1 = torch.softmax(net.first_logits(1)[0] / tau, dim=0).cpu()
         bin1 = torch.multinomial(probs1, n, replacement=True, generator=generator)
