@@ -14,7 +14,11 @@ import yaml
 
 
 class ConfigError(ValueError):
-    """A mistake in the user's config; its message names the field."""
+    """Mistakes in the user's config: one line each, naming its field."""
+
+    def __init__(self, *mistakes: str):
+        self.mistakes = list(mistakes)
+        super().__init__("\n".join(self.mistakes))
 
 
 def fmt(x: float | int) -> str:
@@ -40,6 +44,11 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
 
 def resolve_models(models: Mapping[str, Mapping]) -> dict[str, dict]:
     """Apply `extends: other-model` (deep merge, the child wins), following chains."""
+    if not isinstance(models, Mapping):
+        raise ConfigError(f"models: must be a mapping of model names to their settings (got {_kind(models)})")
+    if empty := [name for name, spec in models.items() if not isinstance(spec, Mapping)]:
+        raise ConfigError(*(f"models.{name}: must be a mapping of settings (adapter, dataset, base, synthetic, "
+                            f"finetune, evaluate), got {_kind(models[name])}" for name in empty))
     resolved: dict[str, dict] = {}
 
     def resolve(name: str, seen: tuple[str, ...]) -> dict:
@@ -60,6 +69,10 @@ def resolve_models(models: Mapping[str, Mapping]) -> dict[str, dict]:
     for name in models:
         resolve(name, ())
     return resolved
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"a {type(value).__name__}"
 
 
 def grid(spec: list | Mapping) -> list[float]:
@@ -110,27 +123,100 @@ def sizes(model: Mapping) -> list[int]:
 
 
 def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> None:
-    """What a JSON schema cannot say."""
-    for name, model in models.items():
-        where = f"models.{name}"
-        if model["dataset"] not in datasets:
-            raise ConfigError(f"{where}.dataset: no dataset named {model['dataset']!r} in datasets")
-        if len(set(budgets(model))) != len(budgets(model)):
-            raise ConfigError(f"{where}.finetune.budgets: repeated budget")
-        if final_n(model) is not None:
-            n, shard = model["evaluate"]["n"], model["evaluate"].get("shard_size", 1000)
-            if n % shard:
-                raise ConfigError(f"{where}.evaluate.search.final_n: the final evaluation extends the search's shards, "
-                                  f"so evaluate.n ({n}) must be a multiple of evaluate.shard_size ({shard})")
-            if final_n(model) <= n:
-                raise ConfigError(f"{where}.evaluate.search.final_n: must be larger than evaluate.n ({n})")
-        if per_line(model) and uses_rounds(model):
-            raise ConfigError(f"{where}.evaluate.jobs: per_line evaluates a whole grid line and keeps no samples, "
-                              f"so it needs search mode grid without final_n (use per_point)")
-        if not model.get("guidance", False) and gammas(model) != [1.0]:
-            raise ConfigError(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
-        if "training_of" in model:
+    """What a JSON schema cannot say: every mistake, raised together."""
+    mistakes = [m for name, model in models.items() for m in model_mistakes(name, model, models, datasets)]
+    mistakes += [m for name, dataset in datasets.items() for m in dataset_mistakes(name, dataset)]
+    if mistakes:
+        raise ConfigError(*mistakes)
+
+
+def model_mistakes(name: str, model: dict, models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> list[str]:
+    where, evaluate, mistakes = f"models.{name}", model["evaluate"], []
+    mistakes += check_knobs(name, model)
+    if model["dataset"] not in datasets:
+        mistakes.append(f"{where}.dataset: no dataset named {model['dataset']!r} in datasets "
+                        f"(have: {', '.join(datasets)})")
+    w = evaluate["w"]
+    if isinstance(w, Mapping) and w["start"] > w["stop"]:
+        mistakes.append(f"{where}.evaluate.w: start ({w['start']:g}) is above stop ({w['stop']:g})")
+    elif len(set(grid(w))) != len(grid(w)):
+        mistakes.append(f"{where}.evaluate.w: repeated weight")
+    if evaluate["seed"] in evaluate.get("noise_seeds", []):
+        mistakes.append(f"{where}.evaluate.noise_seeds: {evaluate['seed']} is evaluate.seed already; the spread "
+                        f"between draws needs other seeds")
+    if final_n(model) is not None:
+        n, shard = evaluate["n"], evaluate.get("shard_size", 1000)
+        if n % shard:
+            mistakes.append(f"{where}.evaluate.search.final_n: the final evaluation extends the search's shards, "
+                            f"so evaluate.n ({n}) must be a multiple of evaluate.shard_size ({shard})")
+        if final_n(model) <= n:
+            mistakes.append(f"{where}.evaluate.search.final_n: must be larger than evaluate.n ({n})")
+    if per_line(model) and uses_rounds(model):
+        mistakes.append(f"{where}.evaluate.jobs: per_line evaluates a whole grid line and keeps no samples, "
+                        f"so it needs search mode grid without final_n (use per_point)")
+    if not model.get("guidance", False) and gammas(model) != [1.0]:
+        mistakes.append(f"{where}.evaluate.gamma: the model has no guidance (guidance: false), so gamma must be [1]")
+    if "training_of" in model:
+        try:
             check_training_of(name, model, models)
+        except ConfigError as err:
+            mistakes += err.mistakes
+    return mistakes
+
+
+def check_knobs(name: str, model: dict) -> list[str]:
+    """The mistakes in the adapter's `arch` and `kappa` settings, against the knobs it declares
+    (neon_steps/models/knobs.py); settings without mistakes are rewritten in their one spelling
+    (normalized numbers, defaults left out, so that writing a default out reruns nothing)."""
+    from neon_steps.models import declared_knobs
+
+    where = f"models.{name}"
+    if not isinstance(model.get("adapter"), str):
+        return []  # the schema says what is wrong
+    try:
+        arch_knobs, kappa_knobs = declared_knobs(model["adapter"], where=f"{where}.adapter")
+    except ConfigError as err:
+        return err.mistakes
+    arch, mistakes = arch_knobs.check(model.get("arch"), f"{where}.arch")
+    if not mistakes and "arch" in model:
+        model["arch"] = arch_knobs.strip(arch)
+    resolved_arch = None if mistakes else arch_knobs(arch)  # kappa's rules need a sound arch
+    for section in ("synthetic", "evaluate"):
+        if not isinstance(model.get(section), Mapping) or "kappa" not in model[section]:
+            continue  # the schema says what is wrong
+        kappa, errors = kappa_knobs.check(model[section]["kappa"], f"{where}.{section}.kappa", resolved_arch,
+                                          rules=resolved_arch is not None)
+        mistakes += errors
+        if not errors:
+            model[section]["kappa"] = kappa_knobs.strip(kappa)
+    guidance = model.get("guidance", False) is True
+    if guidance and not kappa_knobs.open and "cfg" not in kappa_knobs.knobs:
+        mistakes.append(f"{where}.guidance: adapter {model['adapter']} has no classifier-free guidance (no cfg knob)")
+    elif guidance and isinstance(model.get("evaluate"), Mapping) and \
+            isinstance(model["evaluate"].get("kappa"), Mapping) and model["evaluate"]["kappa"].get("cfg", 1.0) != 1.0:
+        mistakes.append(f"{where}.evaluate.kappa.cfg: with guidance: true the evaluations' γ is evaluate.gamma; "
+                        f"leave cfg out")
+    return mistakes
+
+
+# Each data set kind's own settings (the schema lists every kind's together).
+DATASET_SETTINGS = {
+    "gaussian2d": {"kind", "mean", "cov", "reference"},
+    "digits": {"kind", "heldout", "split_seed", "reference"},
+    "inception": {"kind", "inception_weights", "statistics", "real", "resolution", "num_classes"},
+}
+
+
+def dataset_mistakes(name: str, dataset: Mapping[str, Any]) -> list[str]:
+    kind, mistakes = dataset["kind"], []
+    for key in sorted(set(dataset) - DATASET_SETTINGS[kind]):
+        mistakes.append(f"datasets.{name}.{key}: not a setting of a {kind} data set "
+                        f"(its settings: {', '.join(sorted(DATASET_SETTINGS[kind]))})")
+    if kind == "gaussian2d":
+        dim = len(dataset["mean"])
+        if len(dataset["cov"]) != dim or any(len(row) != dim for row in dataset["cov"]):
+            mistakes.append(f"datasets.{name}.cov: must be {dim} x {dim}, as mean has {dim} entries")
+    return mistakes
 
 
 # What a model evaluating another's training (`training_of`) must share with it: the weights it
@@ -178,23 +264,115 @@ def base_owner(name: str, models: Mapping[str, Mapping]) -> str:
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 
 
+def prepare(config: dict, schema_path: str | Path = SCHEMA) -> dict:
+    """A config as the workflow uses it: `extends` resolved, checked against the schema and the
+    rules it cannot say, every setting in its one spelling. Every mistake is raised together, one
+    line each (a model's rules are checked where its section passes the schema; a mistake a model
+    inherits through `extends` is named once, at the model that has it)."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config: must be a mapping with datasets and models (got {_kind(config)})")
+    raw = config.get("models") or {}
+    config["models"] = resolve_models(raw)
+    errors = schema_errors(config, schema_path)
+    failed = {path[:2] for path, _ in errors}
+    mistakes = [message for _, message in errors]
+    datasets, models = config.get("datasets") or {}, config["models"]
+    if ("datasets",) not in failed and ("models",) not in failed:
+        mistakes += [m for name, dataset in datasets.items() if ("datasets", name) not in failed
+                     for m in dataset_mistakes(name, dataset)]
+        valid = {name: model for name, model in models.items() if ("models", name) not in failed}
+        mistakes += [m for name, model in valid.items() for m in model_mistakes(name, model, valid, datasets)]
+        # The adapter's settings are checked in every model: they are the likeliest typos.
+        mistakes += [m for name, model in models.items() if name not in valid for m in check_knobs(name, model)]
+    parents = {name: spec.get("extends") for name, spec in raw.items()}
+    mistakes = [m for m in mistakes if not _inherited(m, parents, mistakes)]
+    if mistakes:
+        raise ConfigError(*mistakes)
+    return canonicalize(config)
+
+
+def _inherited(mistake: str, parents: Mapping[str, str | None], mistakes: list[str]) -> bool:
+    for child, parent in parents.items():
+        if parent and mistake.startswith(f"models.{child}.") and \
+                f"models.{parent}.{mistake.removeprefix(f'models.{child}.')}" in mistakes:
+            return True
+    return False
+
+
 def validate(config: dict, schema_path: str | Path = SCHEMA) -> None:
     """Check a config against the JSON schema, spelling its numbers one way and filling in the
-    schema's defaults first; the first error is raised as one line naming its field."""
+    schema's defaults first; every error is raised, one line each naming its field."""
+    if errors := schema_errors(config, schema_path):
+        raise ConfigError(*(message for _, message in errors))
+
+
+def schema_errors(config: dict, schema_path: str | Path = SCHEMA) -> list[tuple[tuple, str]]:
+    """(the field's path, one line naming it) for each schema error, after the normalizing pass."""
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     for _ in _normalizing(validator.__class__)(schema).iter_errors(config):
         pass  # the pass rewrites `config` as it goes; its errors are reported below, once
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
-        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ConfigError(f"{field}: {error.message}")
+    errors: list[tuple[tuple, str]] = []
+    for error in validator.iter_errors(config):
+        path = tuple(error.absolute_path)
+        errors += [(path, m) for m in _described(error, schema) if (path, m) not in errors]
+    return errors
+
+
+def _described(error, schema: Mapping) -> list[str]:
+    """A schema error as lines naming the field: the best-matching branch of a oneOf, and each
+    unknown key on its own line, with the nearest known one."""
+    import jsonschema
+
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # The branch of the instance's type (an object grid, not a list) says what is wrong.
+        typed = [e for e in error.context if not (e.validator == "type" and not e.relative_path)] or error.context
+        return _described(jsonschema.exceptions.best_match(typed), schema)
+    field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(error.instance, Mapping):
+        known = _property_names(error.schema, schema)
+        return [f"{field}.{key}: unknown setting{_nearest(key, known)}" if field != "(top level)"
+                else f"{key}: unknown setting{_nearest(key, known)}"
+                for key in error.instance if key not in known]
+    if error.validator == "uniqueItems":
+        repeated = next(x for i, x in enumerate(error.instance) if x in error.instance[:i])
+        return [f"{field}: {repeated!r} is given twice"]
+    return [f"{field}: {error.message}"]
+
+
+def _property_names(subschema: Mapping, root: Mapping) -> list[str]:
+    """The keys a (sub)schema declares, through its allOf, if/then/else and local $refs."""
+    if "$ref" in subschema:
+        node = root
+        for part in subschema["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        return _property_names(node, root)
+    names = list(subschema.get("properties", {}))
+    for key in ("allOf", "anyOf", "oneOf"):
+        for branch in subschema.get(key, []):
+            names += _property_names(branch, root)
+    for key in ("then", "else"):
+        if isinstance(subschema.get(key), Mapping):
+            names += _property_names(subschema[key], root)
+    return list(dict.fromkeys(names))
+
+
+def _nearest(key: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
 
 
 # YAML 1.1 (PyYAML, snakemake's loader) reads 1e-3 as a string: a number wherever the schema wants one.
 NUMERIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def number_from_text(text: str) -> Any:
+    """1e-3 as a float where YAML read it as text; any other text as it is."""
+    return float(text) if NUMERIC.fullmatch(text.strip()) else text
 
 
 def _normalized(value: Any, schema: Mapping) -> Any:
@@ -203,8 +381,8 @@ def _normalized(value: Any, schema: Mapping) -> Any:
     the same params (no rerun)."""
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
-    if isinstance(value, str) and {"number", "integer"} & set(types) and NUMERIC.fullmatch(value.strip()):
-        value = float(value)
+    if isinstance(value, str) and {"number", "integer"} & set(types):
+        value = number_from_text(value)
     if "integer" in types and isinstance(value, float) and value.is_integer():
         value = int(value)
     elif "number" in types and "integer" not in types and type(value) is int:  # not bool
@@ -250,16 +428,22 @@ def canonical(value: Any) -> Any:
 
 
 def load(path: str | Path) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f)
+    """A config file; a broken one is a ConfigError naming the file and the line."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{at}: {getattr(err, 'problem', None) or err}") from None
 
 
 def model_spec(config: dict, name: str) -> dict:
     """One model's resolved and validated section, with its dataset attached, for stage command
     lines (the workflow builds the same from its own validated config)."""
-    config["models"] = resolve_models(config.get("models") or {})
-    validate(config)
-    check_models(config["models"], config["datasets"])
+    prepare(config)
     if name not in config["models"]:
         raise ConfigError(f"models: no model named {name!r} (have: {', '.join(config['models'])})")
     return {**config["models"][name], "dataset_spec": config["datasets"][config["models"][name]["dataset"]]}
