@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
+from neon_steps import user_files
 from neon_steps.io import header_bytes
 from neon_steps.stage import NeonError
 
@@ -222,25 +223,19 @@ def _unpickle(path: Path, allow_pickle: bool) -> Any:
         raise MergeError(f"{path}: cannot load ({type(err).__name__}: {str(err).splitlines()[0]})") from None
 
 
-PICKLE_PROTO = 0x80  # the first byte of every pickle of protocol 2 or later (torch.save's legacy format too)
 
 
 def is_torch_zip(path: Path) -> bool:
     """True for a zip archive (torch.save), False for a pickle. A PyTorch checkpoint is one or the
     other; anything else (a saved HTML page, a text file) is not a checkpoint at all, and is
     refused as such: --allow-pickle would not help."""
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head[:1] == bytes([PICKLE_PROTO]):
-        return False
-    if not head:
-        raise MergeError(f"{path}: not a checkpoint (the file is empty)")
-    text = head.decode("utf-8", "replace").lstrip().lower()
-    looks = " (an HTML page: a download that saved an error or sign-in page?)" if text.startswith(("<!doctype", "<html")) else ""
-    raise MergeError(f"{path}: not a checkpoint: neither a zip archive (torch.save) nor a pickle; "
-                     f"it begins {head[:24]!r}{looks}")
+    try:
+        found = user_files.kind(path)
+    except user_files.NotRecognised as err:
+        raise MergeError(f"{path}: not a checkpoint: {err}") from None
+    if found not in user_files.TORCH_FILE:
+        raise MergeError(f"{path}: not a checkpoint: neither a zip archive (torch.save) nor a pickle")
+    return found == "zip"
 
 
 def _refusal(err: Exception) -> str:

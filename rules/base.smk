@@ -2,7 +2,9 @@ rule reference:
     input:
         unpack(lambda wc: dataset_inputs(wc.dataset, "data", "classifier")),
     output:
-        out("reference/{dataset}.safetensors"),
+        # update: kept (and restored) if the job fails on a user file that passed the load-time
+        # checks but not its reader (a zip without the statistics in it)
+        update(out("reference/{dataset}.safetensors")),
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
         files=lambda wc: dataset_files(wc.dataset),
@@ -23,7 +25,9 @@ rule base:
     input:
         unpack(lambda wc: model_inputs(wc.model, "data")),
     output:
-        out("{model}/base.safetensors"),
+        # update: kept (and restored) if the job fails, as a conversion can on a checkpoint that
+        # passed the load-time checks but not the adapter (a key that is not in it)
+        update(out("{model}/base.safetensors")),
     params:
         model=lambda wc: model_spec(wc.model, "base", dataset=True),
         files=lambda wc: base_files(wc.model),  # a user checkpoint: converted, not trained

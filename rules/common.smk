@@ -12,14 +12,29 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 from neon_steps import config as neon_config  # noqa: E402
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+from neon_steps import models as neon_models, user_files  # noqa: E402
+
+
+def config_error(mistakes):
+    return WorkflowError("\n".join(f"config: {mistake}" for mistake in mistakes))
+
+
+# Every mistake that can be known before a job runs is reported here, so that a dry run shows it
+# and no job fails on it after Snakemake has deleted the job's previous output.
 try:
-    config["models"] = neon_config.resolve_models(config.get("models") or {})
-    neon_config.validate(config, SCHEMA)  # one line naming the field, before snakemake's own
-    validate(config, SCHEMA)
-    neon_config.check_models(config["models"], config["datasets"])
+    neon_config.prepare(config, SCHEMA)  # every mistake, one line each naming its field
 except neon_config.ConfigError as err:
-    raise WorkflowError(f"config: {err}") from None
-neon_config.canonicalize(config)
+    raise config_error(err.mistakes) from None
+validate(config, SCHEMA)
+if mistakes := user_files.mistakes(config, missing=False):  # a user file of the wrong kind
+    raise config_error(mistakes)
+
+
+onstart:
+    # A run (not a dry run, which plans without them) needs every user file the config names, and
+    # an adapter for every model.
+    if mistakes := user_files.mistakes(config, missing=True) + neon_models.unwritten_adapters(config):
+        raise config_error(mistakes)
 
 MODELS = config["models"]
 DATASETS = config["datasets"]
@@ -90,9 +105,8 @@ def base_weights(model):
 
 
 # User files (a checkpoint, Inception weights, reference statistics) are not inputs of the rules:
-# a dry run must build without them, and a missing one is reported by the job that needs it as
-# one line naming the config field. Their size and mtime go into `params`, so that a replaced
-# file reruns what read it.
+# a dry run must build without them; a run checks them all before its first job (onstart above).
+# Their size and mtime go into `params`, so that a replaced file reruns what read it.
 def user_file(path):
     try:
         stat = os.stat(path)

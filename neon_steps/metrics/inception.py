@@ -72,6 +72,9 @@ def images_nchw(array: np.ndarray, path: str, field: str) -> torch.Tensor:
 def reference(dataset: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
     """mu and sigma from `statistics`; real features for precision/recall from `real` (features or
     arr_0 images) or from the statistics file's own arr_0 (ADM); without either, none."""
+    # Every evaluation reads the weights; checked here, in the job all of them wait for, a bad file
+    # stops the run before any evaluation (whose previous results Snakemake would delete first).
+    check_weights(dataset["inception_weights"], f"{where}.inception_weights")
     field = f"{where}.statistics"
     stats = read_npz(dataset["statistics"], field)
     for key in ("mu", "sigma"):
