@@ -327,20 +327,28 @@ def aggregate(metric_files: Sequence[str], base_budgets_mi: Mapping[str, float],
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("metrics", nargs="+", help="metric files (.json) written by the fid stage")
+    parser.add_argument("metrics", nargs="+", type=stage.existing("json"),
+                        help="metric files (.json) written by the fid stage")
     parser.add_argument("--base-budget", action="append", default=[], metavar="MODEL=MI",
                         help="a model's base training budget in Mi images (for extra compute)")
-    parser.add_argument("--noise", nargs="*", default=[], help="the base's metric files at extra seeds (fid_noise)")
-    parser.add_argument("--final", nargs="*", default=[], help="final evaluations (fid_final) of chosen points")
+    parser.add_argument("--noise", nargs="*", default=[], type=stage.existing("json"),
+                        help="the base's metric files at extra seeds (fid_noise)")
+    parser.add_argument("--final", nargs="*", default=[], type=stage.existing("json"),
+                        help="final evaluations (fid_final) of chosen points")
     parser.add_argument("--out-dir", default="results")
     args = parser.parse_args(argv)
-    budgets = {k: float(v) for k, v in (item.split("=", 1) for item in args.base_budget)}
+    try:
+        budgets = {k: float(v) for k, v in (item.split("=", 1) for item in args.base_budget)}
+    except ValueError:
+        parser.error(f"argument --base-budget: expected MODEL=MI (a model's base budget in Mi images), "
+                     f"got {' '.join(args.base_budget)}")
     out = Path(args.out_dir)
-    aggregate(args.metrics, budgets, out / "tables/sweep.csv", out / "tables/table_a1.csv",
-              out / "figures/fid_vs_w.png", args.noise, out / "figures/fid_vs_budget.png",
-              out / "figures/fid_w_gamma.png", out / "figures/samples.png",
-              [p for f in args.metrics if (p := Path(f.removesuffix(".json") + ".preview.safetensors")).exists()],
-              final_files=args.final, summary_out=out / "figures/summary.png")
+    with stage.logged(None):
+        aggregate(args.metrics, budgets, out / "tables/sweep.csv", out / "tables/table_a1.csv",
+                  out / "figures/fid_vs_w.png", args.noise, out / "figures/fid_vs_budget.png",
+                  out / "figures/fid_w_gamma.png", out / "figures/samples.png",
+                  [p for f in args.metrics if (p := Path(f.removesuffix(".json") + ".preview.safetensors")).exists()],
+                  final_files=args.final, summary_out=out / "figures/summary.png")
     return 0
 
 

@@ -52,7 +52,8 @@ def make_base(model: Mapping[str, Any], out: str, data_path: str | None = None) 
 def main(argv=None) -> int:
     parser = stage.model_parser(__doc__)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--data", default=None, help="the stored data set, for image data sets (.safetensors)")
+    parser.add_argument("--data", default=None, type=stage.existing("safetensors"),
+                        help="the stored data set, for image data sets (.safetensors)")
     args = parser.parse_args(argv)
     model = stage.model_from_args(args)
     with stage.logged(args.log):

@@ -19,10 +19,11 @@ def extract_weights(state: str, out: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("state", help="a fine-tune state (.state.safetensors)")
+    parser.add_argument("state", type=stage.existing("safetensors"), help="a fine-tune state (.state.safetensors)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    extract_weights(args.state, args.out)
+    with stage.logged(None):
+        extract_weights(args.state, args.out)
     return 0
 
 

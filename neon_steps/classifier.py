@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="config/digits.yaml")
     parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--data", required=True, help="the dataset rule's output (.safetensors)")
+    parser.add_argument("--data", required=True, type=stage.existing("safetensors"),
+                        help="the dataset rule's output (.safetensors)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)

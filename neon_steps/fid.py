@@ -145,11 +145,14 @@ def evaluate_final(model: Mapping[str, Any], weights: str, reference: str, point
 
 def main(argv=None) -> int:
     parser = stage.model_parser(__doc__)
-    parser.add_argument("--weights", required=True, help="merged weights (.safetensors)")
-    parser.add_argument("--reference", required=True, help="the data set's reference (.safetensors)")
+    parser.add_argument("--weights", required=True, type=stage.existing("safetensors"),
+                        help="merged weights (.safetensors)")
+    parser.add_argument("--reference", required=True, type=stage.existing("safetensors"),
+                        help="the data set's reference (.safetensors)")
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--out", required=True, help="metrics (.json)")
-    parser.add_argument("--classifier", default=None, help="the feature extractor's weights (image data sets)")
+    parser.add_argument("--classifier", default=None, type=stage.existing("safetensors"),
+                        help="the feature extractor's weights (image data sets)")
     parser.add_argument("--preview", default=None, help="save the first 100 samples here (.safetensors)")
     args = parser.parse_args(argv)
     model = stage.model_from_args(args)

@@ -41,8 +41,10 @@ def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, st
 def main(argv=None) -> int:
     parser = stage.model_parser(__doc__)
     parser.add_argument("--budget", type=float, required=True, help="B, in millions of images seen")
-    parser.add_argument("--synthetic", required=True, help="the synthetic set S (.safetensors)")
-    parser.add_argument("--start", required=True, help="base weights, or the previous segment's .state.safetensors")
+    parser.add_argument("--synthetic", required=True, type=stage.existing("safetensors"),
+                        help="the synthetic set S (.safetensors)")
+    parser.add_argument("--start", required=True, type=stage.existing("safetensors"),
+                        help="base weights, or the previous segment's .state.safetensors")
     parser.add_argument("--out", required=True, help="training state at B (.state.safetensors)")
     args = parser.parse_args(argv)
     model = stage.model_from_args(args)

@@ -20,8 +20,10 @@ def main(argv=None) -> int:
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--data", default=None, help="the stored data set (image data sets)")
-    parser.add_argument("--classifier", default=None, help="the feature extractor's weights (image data sets)")
+    parser.add_argument("--data", default=None, type=stage.existing("safetensors"),
+                        help="the stored data set (image data sets)")
+    parser.add_argument("--classifier", default=None, type=stage.existing("safetensors"),
+                        help="the feature extractor's weights (image data sets)")
     args = parser.parse_args(argv)
     dataset = stage.dataset_from_args(args)
     build_reference(args.dataset, dataset, args.out, args.data, args.classifier)

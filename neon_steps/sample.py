@@ -26,7 +26,8 @@ def sample_synthetic(model: Mapping[str, Any], size: int, base: str, out: str) -
 def main(argv=None) -> int:
     parser = stage.model_parser(__doc__)
     parser.add_argument("--size", type=int, required=True, help="|S|, the number of synthetic samples")
-    parser.add_argument("--base", required=True, help="base weights (.safetensors)")
+    parser.add_argument("--base", required=True, type=stage.existing("safetensors"),
+                        help="base weights (.safetensors)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     model = stage.model_from_args(args)

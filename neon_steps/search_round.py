@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from neon_steps import search
+from neon_steps import search, stage
 from neon_steps.io import write_json
 
 
@@ -58,20 +58,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--settings", required=True, help="JSON: the search settings with w_grid and gammas")
     parser.add_argument("--round", type=int, required=True)
-    parser.add_argument("--base", nargs="+", required=True, help="metric files of the base (w = 0), every γ")
-    parser.add_argument("--metrics", nargs="*", default=[], help="metric files evaluated so far")
-    parser.add_argument("--noise", nargs="*", default=[], help="the base's metric files at the noise seeds")
+    parser.add_argument("--base", nargs="+", required=True, type=stage.existing("json"),
+                        help="metric files of the base (w = 0), every γ")
+    parser.add_argument("--metrics", nargs="*", default=[], type=stage.existing("json"),
+                        help="metric files evaluated so far")
+    parser.add_argument("--noise", nargs="*", default=[], type=stage.existing("json"),
+                        help="the base's metric files at the noise seeds")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    settings = {"mode": "grid", "tol": 0.0, "max_rounds": 30, **json.loads(args.settings)}
-    search_round(settings, args.round, args.metrics, args.base, args.noise, args.out)
+    try:
+        given = json.loads(args.settings)
+    except ValueError as err:
+        parser.error(f"argument --settings: not JSON ({err})")
+    settings = {"mode": "grid", "tol": 0.0, "max_rounds": 30, **given}
+    with stage.logged(None):
+        search_round(settings, args.round, args.metrics, args.base, args.noise, args.out)
     return 0
 
 
 if __name__ == "__main__":
     if "snakemake" in globals():
-        from neon_steps import stage
-
         smk = snakemake  # noqa: F821
         with stage.logged(smk.log[0]):
             search_round(smk.params.search, int(smk.wildcards.k), smk.input.get("metrics", []), smk.input.base,

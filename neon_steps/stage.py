@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
-from neon_steps import config as neon_config
+from neon_steps import config as neon_config, user_files
 
 
 class NeonError(Exception):
@@ -35,10 +37,13 @@ def logged(log_path: str | None) -> Iterator[None]:
     try:
         yield
         print(f"done in {time.time() - start:.1f} s", file=sys.stderr)
-    except (NeonError, neon_config.ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.stdout, sys.stderr = saved
-        print(f"error: {err}", file=sys.stderr)
+    except (NeonError, neon_config.ConfigError, OSError) as err:
+        # A file that cannot be read or written is named, not traced back, as a mistake is.
+        line = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else err
+        print(f"error: {line}", file=sys.stderr)
+        if stream:  # and on the terminal, as well as in the log
+            sys.stdout, sys.stderr = saved
+            print(f"error: {line}", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
         sys.stdout, sys.stderr = saved
@@ -71,6 +76,29 @@ def model_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log", default=None, help="log file (default: the terminal)")
     return parser
+
+
+def existing(*kinds: str) -> Callable[[str], str]:
+    """An argparse type: the path of an existing file of one of `kinds` (user_files.kind's, or
+    "json"), so that a stage run by hand names a wrong input in one line before it starts."""
+    def check(path: str) -> str:
+        if not Path(path).exists():
+            raise argparse.ArgumentTypeError(f"{path}: no such file")
+        if "json" in kinds:
+            try:
+                json.loads(Path(path).read_text())
+            except (ValueError, UnicodeDecodeError) as err:
+                raise argparse.ArgumentTypeError(f"{path}: not a JSON file ({err})") from None
+            return path
+        try:
+            found = user_files.kind(path)
+        except user_files.NotRecognised as err:
+            raise argparse.ArgumentTypeError(f"{path}: {err}") from None
+        if kinds and found not in kinds:
+            raise argparse.ArgumentTypeError(f"{path}: a {found}, not a {' or '.join(kinds)} file")
+        return path
+
+    return check
 
 
 def dataset_from_args(args: argparse.Namespace) -> dict:
