@@ -77,13 +77,19 @@ def one_thread():
 def respelt(value, key=None):
     """A config's settings as another YAML tool or user might write them: keys in reverse order,
     integers as floats (1.0e+3), learning rates as exponent strings (YAML 1.1 reads 1e-04 as a
-    string), float means as integers, and the schema's defaults written out."""
+    string), float means as integers, and the schema's and the adapters' defaults written out."""
+    from neon_steps.models.knobs import DECLARED
+
     if isinstance(value, dict):
         spelt = {k: respelt(value[k], k) for k in sorted(value, reverse=True)}
         if {"evaluate", "synthetic"} <= spelt.keys():  # a model
             for key, default in (("shard_size", 1000), ("jobs", "per_point"), ("gamma", [1.0]), ("noise_seeds", [])):
                 spelt["evaluate"].setdefault(key, default)
             spelt["synthetic"].setdefault("shard_size", 1000)
+            arch_knobs, kappa_knobs = DECLARED[spelt["adapter"]]
+            spelt["arch"] = {**arch_knobs.defaults(), **spelt.get("arch", {})}
+            for section in ("synthetic", "evaluate"):
+                spelt[section]["kappa"] = {**kappa_knobs.defaults(), **spelt[section]["kappa"]}
         return spelt
     if isinstance(value, list):
         return [respelt(item, key) for item in value]

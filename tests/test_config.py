@@ -66,7 +66,7 @@ def test_shipped_configs_are_valid(path):
     (lambda c: c["models"]["toy-ddpm-zeta1.1"]["finetune"].update(lr=-1),
      "models.toy-ddpm-zeta1.1.finetune.lr: -1.0 is less than or equal to the minimum of 0"),
     (lambda c: c["models"]["toy-ar-tau0.5"].update(evalute={}),
-     "models.toy-ar-tau0.5: Additional properties are not allowed ('evalute' was unexpected)"),
+     "models.toy-ar-tau0.5.evalute: unknown setting (did you mean evaluate?)"),
     (lambda c: c["models"]["toy-ar-tau0.5"]["synthetic"].pop("sizes"),
      "models.toy-ar-tau0.5.synthetic: 'sizes' is a required property"),
     (lambda c: c["models"]["toy-ar-tau0.5"]["evaluate"].update(w={"start": 0, "stop": 1}),
@@ -132,8 +132,6 @@ def test_every_spelling_of_the_same_settings_is_the_same_config():
     assert other != tiny
     configs = []
     for config in (tiny, other):
-        config["models"] = neon_config.resolve_models(config["models"])
-        neon_config.validate(config)
-        configs.append({section: neon_config.canonicalize(config)[section] for section in ("models", "datasets")})
+        configs.append({section: neon_config.prepare(config)[section] for section in ("models", "datasets")})
     assert repr(configs[0]) == repr(configs[1])  # params are compared as text
     assert configs[1]["models"]["ddpm"]["evaluate"]["n"] == 1000 and configs[1]["models"]["ddpm"]["base"]["lr"] == 1e-3

@@ -303,8 +303,8 @@ def test_pickles_that_need_code_are_refused_unless_allowed(files, tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("page.pt", b"<!DOCTYPE html><html><body>Sign in</body></html>", r"page.pt: not a checkpoint: .*an HTML page"),
-    ("notes.pkl", b"these are my notes\n", r"notes.pkl: not a checkpoint: neither a zip archive .*nor a pickle"),
-    ("empty.pth", b"", r"empty.pth: not a checkpoint \(the file is empty\)"),
+    ("notes.pkl", b"these are my notes\n", r"notes.pkl: not a checkpoint: neither a zip archive .*a pickle nor a safetensors file"),
+    ("empty.pth", b"", r"empty.pth: not a checkpoint: the file is empty"),
 ])
 def test_a_file_that_is_no_checkpoint_is_named_so_and_allow_pickle_is_not_suggested(files, tmp_path, name, content,
                                                                                     message):
