@@ -265,7 +265,7 @@ def user_file_cases(tmp_path):
             with_inception(tmp_path, inception_weights=str(weights), statistics=str(notes)),
             f"config: datasets.images.statistics: {notes}: not a file the workflow reads: neither a zip archive "
             f"(torch.save, .npz), a pickle nor a safetensors file; it begins b'mu and sigma to follow\\n'"),
-        "Inception weights a pickle page": (
+        "Inception weights an HTML page": (
             with_inception(tmp_path, inception_weights=str(html), statistics=str(stats)),
             f"config: datasets.images.inception_weights: {html}: not a file the workflow reads: neither a zip "
             f"archive (torch.save, .npz), a pickle nor a safetensors file; it begins b'<!DOCTYPE html><html><bo' "
@@ -275,7 +275,7 @@ def user_file_cases(tmp_path):
 
 USER_FILE_CASES = ["checkpoint an HTML page", "checkpoint empty", "diffusers checkpoint not a folder",
                    "EDM pickle without allow_pickle", "EDM without source", "source not a folder",
-                   "statistics a text file", "Inception weights a pickle page"]
+                   "statistics a text file", "Inception weights an HTML page"]
 
 
 @pytest.mark.parametrize("case", USER_FILE_CASES)
