@@ -9,6 +9,23 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# -- the fast suite and the full one ----------------------------------------------------------------
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true",
+                     help="the full suite: end-to-end workflow runs (marker slow) and, as root on Debian, the "
+                          "workflow on a local SLURM cluster (marker slurm), which this installs and starts")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Plain `pytest` is the fast suite: tests marked slow or slurm are skipped, saying how to run them."""
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="an end-to-end run: the full suite is pytest --full")
+    for item in items:
+        if "slow" in item.keywords or "slurm" in item.keywords:
+            item.add_marker(skip)
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 

@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from conftest import REPO, TINY, planned_jobs, respelt, snakemake
-
-pytestmark = pytest.mark.slow  # needs the tiny run
-
+from neon_steps import config as neon_config
+from neon_steps.config import ConfigError
 
 @pytest.fixture(scope="module")
 def finished(tiny_run, tmp_path_factory) -> Path:
@@ -67,6 +66,8 @@ def model(config, name="ddpm") -> dict:
 
 
 # -- the config -----------------------------------------------------------------------------------
+# Each case is tried twice: on the config loader, in the fast suite, and on a finished run, where
+# it must change nothing.
 def listed_models(c):
     c["models"] = list(c["models"])
 
@@ -167,6 +168,14 @@ CONFIG_CASES = {
 
 
 @pytest.mark.parametrize("edit, line", CONFIG_CASES.values(), ids=CONFIG_CASES)
+def test_the_config_loader_names_the_mistake(edit, line):
+    with pytest.raises(ConfigError) as refused_config:
+        neon_config.prepare(tiny(edit))
+    assert refused_config.value.mistakes == [line]
+
+
+@pytest.mark.slow  # a workflow run
+@pytest.mark.parametrize("edit, line", CONFIG_CASES.values(), ids=CONFIG_CASES)
 def test_a_config_mistake_is_one_line_and_changes_nothing(finished, tmp_path, edit, line):
     before = result_hashes(finished)
     proc = snakemake(finished, "--cores", "1", config=write(tmp_path / "config.yaml", tiny(edit)), check=False)
@@ -174,6 +183,7 @@ def test_a_config_mistake_is_one_line_and_changes_nothing(finished, tmp_path, ed
     assert result_hashes(finished) == before
 
 
+@pytest.mark.slow  # a workflow run
 def test_several_mistakes_are_listed_together(finished, tmp_path):
     def edit(c):
         model(c)["finetune"].update(save_every_image=1000)
@@ -191,6 +201,7 @@ def test_several_mistakes_are_listed_together(finished, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # a workflow run
 def test_a_mistake_inherited_through_extends_is_named_once(finished, tmp_path):
     config = tiny(lambda c: c["models"].update(ddpm2={"extends": "ddpm"}))
     model(config)["arch"]["hiden"] = 16
@@ -199,6 +210,7 @@ def test_a_mistake_inherited_through_extends_is_named_once(finished, tmp_path):
         "config: models.ddpm.arch.hiden: unknown setting (did you mean hidden?)"]
 
 
+@pytest.mark.slow  # a workflow run
 @pytest.mark.parametrize("text, line", [
     ("models:\n  ddpm: {adapter: x\n datasets: 1\n", "Config file is not valid JSON or YAML. In case of YAML, make sure "
                                                       "to not mix whitespace and tab indentation."),
@@ -278,6 +290,7 @@ USER_FILE_CASES = ["checkpoint an HTML page", "checkpoint empty", "diffusers che
                    "statistics a text file", "Inception weights an HTML page"]
 
 
+@pytest.mark.slow  # a workflow run
 @pytest.mark.parametrize("case", USER_FILE_CASES)
 def test_a_wrong_user_file_is_named_at_dry_run(finished, tmp_path, case):
     config, line = user_file_cases(tmp_path)[case]
@@ -287,6 +300,7 @@ def test_a_wrong_user_file_is_named_at_dry_run(finished, tmp_path, case):
     assert result_hashes(finished) == before
 
 
+@pytest.mark.slow  # a workflow run
 def test_a_missing_user_file_plans_but_does_not_run(finished, tmp_path):
     missing = tmp_path / "not-downloaded-yet.pt"
     config = write(tmp_path / "config.yaml", with_checkpoint(tmp_path, checkpoint=str(missing)))
@@ -298,6 +312,7 @@ def test_a_missing_user_file_plans_but_does_not_run(finished, tmp_path):
     assert result_hashes(finished) == before
 
 
+@pytest.mark.slow  # a workflow run
 def test_a_conversion_that_fails_in_its_job_keeps_the_previous_base(tmp_path):
     """What only the adapter can find (the key a checkpoint keeps θ_r at) fails the base job; the
     base it converted before is restored, and nothing after it has run."""
@@ -421,6 +436,7 @@ CLI_CASES = ["merge: an HTML page", "merge: a text file", "merge: a missing file
              "search round: settings not JSON"]
 
 
+@pytest.mark.slow  # a workflow run
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_a_stage_command_line_mistake_is_one_line(finished, tmp_path, case):
     before = result_hashes(finished)
@@ -433,6 +449,7 @@ def test_a_stage_command_line_mistake_is_one_line(finished, tmp_path, case):
 
 
 # -- reruns after a complete run ------------------------------------------------------------------
+@pytest.mark.slow  # a workflow run
 def test_defaults_written_out_and_keys_sorted_rerun_nothing(finished, tmp_path):
     config = write(tmp_path / "config.yaml", respelt(tiny()))
     text = config.read_text()
@@ -440,6 +457,7 @@ def test_defaults_written_out_and_keys_sorted_rerun_nothing(finished, tmp_path):
     assert planned_jobs(finished, config) == []
 
 
+@pytest.mark.slow  # a workflow run
 def test_the_run_is_untouched_by_every_mistake_above(finished):
     """Last in this module: after every refused run, the original config still has nothing to do."""
     assert planned_jobs(finished) == []

@@ -2,7 +2,7 @@
 
 Needs root on Debian 12: scripts/slurm/start-cluster.sh installs and starts SLURM, munge,
 slurmdbd and MariaDB on this machine, and stop-cluster.sh stops them after the tests.
-Opt in with NEON_TEST_SLURM=1. One workflow run serves all tests here; during it one sample
+Part of the full suite (pytest --full), as root on Debian. One workflow run serves all tests here; during it one sample
 or finetune job is cancelled with scancel, which the profile's retries must absorb.
 """
 import math
@@ -21,7 +21,8 @@ from conftest import TINY
 
 pytestmark = [
     pytest.mark.slurm,
-    pytest.mark.skipif(os.environ.get("NEON_TEST_SLURM") != "1", reason="set NEON_TEST_SLURM=1 (root, Debian)"),
+    pytest.mark.skipif(os.geteuid() != 0 or not Path("/etc/debian_version").exists(),
+                       reason="starts a SLURM cluster: root on Debian only"),
 ]
 
 REPO = slurm_cluster.REPO
