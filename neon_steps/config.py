@@ -137,10 +137,8 @@ def model_mistakes(name: str, model: dict, models: Mapping[str, Mapping], datase
         mistakes.append(f"{where}.dataset: no dataset named {model['dataset']!r} in datasets "
                         f"(have: {', '.join(datasets)})")
     w = evaluate["w"]
-    if isinstance(w, Mapping) and w["start"] > w["stop"]:
+    if isinstance(w, Mapping) and w["start"] > w["stop"]:  # (a list's repeats are the schema's)
         mistakes.append(f"{where}.evaluate.w: start ({w['start']:g}) is above stop ({w['stop']:g})")
-    elif len(set(grid(w))) != len(grid(w)):
-        mistakes.append(f"{where}.evaluate.w: repeated weight")
     if evaluate["seed"] in evaluate.get("noise_seeds", []):
         mistakes.append(f"{where}.evaluate.noise_seeds: {evaluate['seed']} is evaluate.seed already; the spread "
                         f"between draws needs other seeds")
