@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -106,7 +106,8 @@ def table_a1(sweep: pd.DataFrame, base_budgets_mi: Mapping[str, float],
                         n_final=int(final.n.iloc[0]) if len(final) else pd.NA,
                         n_final_sampled=int(final.n_sampled.iloc[0]) if len(final) else pd.NA)
         seeds, sd = base_spread(sweep, noise, model, base.gamma)
-        rows[-1].update(seeds=seeds, fid_base_sd=sd, gain_over_sd=(base.fid - best.fid) / sd if sd > 0 else float("nan"))
+        gain_over_sd = (base.fid - best.fid) / sd if sd > 0 else float("nan")
+        rows[-1].update(seeds=seeds, fid_base_sd=sd, gain_over_sd=gain_over_sd)
     return pd.DataFrame(rows)
 
 
@@ -357,7 +358,8 @@ if __name__ == "__main__":
         smk = snakemake  # noqa: F821
         # the searches' inputs (search_*): their points' metrics, previews and final evaluations
         searched = [f for name in smk.input.keys() if name.startswith("search_") for f in smk.input[name]]
-        metrics = list(smk.input.metrics) + [f for f in searched if f.endswith(".json") and not f.endswith(".final.json")]
+        metrics = list(smk.input.metrics) + [f for f in searched
+                                             if f.endswith(".json") and not f.endswith(".final.json")]
         finals = [f for f in searched if f.endswith(".final.json")]
         previews = list(smk.input.previews) + [f for f in searched if f.endswith(".preview.safetensors")]
         stage.run_snakemake(smk, lambda: aggregate(

@@ -14,7 +14,6 @@ import os
 import pickle
 import re
 import struct
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping

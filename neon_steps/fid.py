@@ -46,15 +46,16 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     samples = draw(adapter, n, settings["seed"], kappa, settings["shard_size"], labels, desc="evaluation",
                    resume_dir=shards, fingerprint=fingerprint([file_identity(weights), settings, kappa]))
     if preview:
-        save_tensors(preview, {"samples": samples[:PREVIEW], **({} if labels is None else {"labels": labels[:PREVIEW]})},
-                     {"model": model["name"], **point})
+        kept = {"samples": samples[:PREVIEW], **({} if labels is None else {"labels": labels[:PREVIEW]})}
+        save_tensors(preview, kept, {"model": model["name"], **point})
     feats = features_of(model, samples, extractor)
     if features:
         # The extractors compute in float32 (cast to float64 for the statistics): stored as float32
         # where that is exact, half the bytes (10k Inception features: 82 MB, not 164).
         single = feats.float()
         save_tensors(features, {"features": single if torch.equal(single.double(), feats) else feats},
-                     {"model": model["name"], **point, "n": n, "seed": settings["seed"], "shard_size": settings["shard_size"]})
+                     {"model": model["name"], **point, "n": n, "seed": settings["seed"],
+                      "shard_size": settings["shard_size"]})
     write_metrics(out, model, adapter, point, feats, reference, start, nfe=adapter.nfe(kappa))
 
 
@@ -82,7 +83,8 @@ def evaluate_line(model: Mapping[str, Any], base: str, selftrained: str, referen
 
 
 def features_of(model: Mapping[str, Any], samples, extractor: str | None):
-    return metrics.features(model["dataset_spec"], samples, extractor, where=f"datasets.{model.get('dataset', '<dataset>')}")
+    where = f"datasets.{model.get('dataset', '<dataset>')}"
+    return metrics.features(model["dataset_spec"], samples, extractor, where=where)
 
 
 def write_metrics(out: str, model: Mapping[str, Any], adapter, point: Mapping[str, float], feats, reference: str,
@@ -125,7 +127,8 @@ def evaluate_final(model: Mapping[str, Any], weights: str, reference: str, point
     reused = load_tensors(search_features)["features"].double()
     meta = load_metadata(search_features)
     if int(meta["seed"]) != settings["seed"] or int(meta["shard_size"]) != settings["shard_size"]:
-        raise stage.NeonError(f"{search_features}: drawn with another seed or shard size than evaluate's; rerun its fid job")
+        raise stage.NeonError(f"{search_features}: drawn with another seed or shard size than evaluate's; "
+                              f"rerun its fid job")
     n_search = len(reused)
     if n_search % settings["shard_size"] or n_final <= n_search:
         raise stage.NeonError(f"evaluate.search.final_n: {n_final} samples cannot extend the search's {n_search} "

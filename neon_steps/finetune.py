@@ -28,12 +28,14 @@ def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, st
     S = load_tensors(synthetic)
     until = steps_for(budget * 1e6, recipe.batch_size)
     if until < trainer.step:
-        raise stage.NeonError(f"finetune: budget {budget} Mi is below the starting state's {trainer.images_seen} images")
+        raise stage.NeonError(f"finetune: budget {budget} Mi is below the starting state's "
+                              f"{trainer.images_seen} images")
     samples = S["samples"].to(adapter.device)
     labels = S["labels"].to(adapter.device) if "labels" in S else None
     losses = trainer.train(samples, labels, until, desc=f"finetune to B={budget}", after_step=resume)
     if losses:
-        print(f"finetune: steps {until - len(losses)}..{until}, loss {losses[0]:.4f} -> {losses[-1]:.4f}", file=sys.stderr)
+        print(f"finetune: steps {until - len(losses)}..{until}, loss {losses[0]:.4f} -> {losses[-1]:.4f}",
+              file=sys.stderr)
     trainer.save_state(out, {"model": model["name"], "budget_mi": budget})
     resume.clear()
 

@@ -78,7 +78,8 @@ def copy_tensors(src: str | os.PathLike, dst: str | os.PathLike, rename: Callabl
         spans, offset = [], 0
         for new, entry in kept:
             begin, end = entry["data_offsets"]
-            out[new] = {"dtype": entry["dtype"], "shape": entry["shape"], "data_offsets": [offset, offset + end - begin]}
+            out[new] = {"dtype": entry["dtype"], "shape": entry["shape"],
+                        "data_offsets": [offset, offset + end - begin]}
             spans.append((8 + length + begin, end - begin))
             offset += end - begin
         with atomic_path(dst) as tmp, open(tmp, "wb") as target:

@@ -105,7 +105,8 @@ def _first_few(items: list[str], few: int = 3) -> str:
 
 
 def merge_state_dicts(base: Mapping[str, torch.Tensor], selftrained: Mapping[str, torch.Tensor], w: float,
-                      keep_base: Callable[[str], bool] | None = None, exclude: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+                      keep_base: Callable[[str], bool] | None = None,
+                      exclude: Iterable[str] = ()) -> dict[str, torch.Tensor]:
     """θ_r − w·(θ_s − θ_r) of two in-memory state dicts, by `merge_checkpoints`' rule; the tensors
     it does not merge are the base's own objects."""
     check_same_layout({k: TensorSpec.of(t) for k, t in base.items()},
@@ -183,7 +184,8 @@ def _output_paths(out: Path, shards: int) -> tuple[list[Path], Path | None]:
 
 
 def merge_checkpoints(base: str | Path, selftrained: str | Path, ws: Sequence[float], outs: Sequence[str | Path], *,
-                      key: str | None = None, exclude: Iterable[str] = (), keep_base: Callable[[str], bool] | None = None,
+                      key: str | None = None, exclude: Iterable[str] = (),
+                      keep_base: Callable[[str], bool] | None = None,
                       allow_pickle: bool = False, shard_size: int = DEFAULT_SHARD_SIZE,
                       extra_metadata: Mapping[str, object] | None = None) -> list[MergeReport]:
     """Write θ_r − w·(θ_s − θ_r) for each w of `ws` to the .safetensors path of `outs` at the same
@@ -340,7 +342,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="neon-merge", usage="%(prog)s BASE SELF_TRAINED --w W [W ...] --out OUT [OUT ...] [options]",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Neon merge θ_r − w·(θ_s − θ_r) of two checkpoints, streamed tensor by tensor.")
-    parser.add_argument("base", metavar="BASE", help="θ_r: .safetensors, a safetensors index or folder, .pt/.pth/.bin/.ckpt, .pkl")
+    parser.add_argument("base", metavar="BASE",
+                        help="θ_r: .safetensors, a safetensors index or folder, .pt/.pth/.bin/.ckpt, .pkl")
     parser.add_argument("selftrained", metavar="SELF_TRAINED", help="θ_s, the base fine-tuned on its own samples")
     parser.add_argument("--w", type=float, nargs="+", required=True, help="one or more merge weights")
     parser.add_argument("--out", nargs="+", required=True,

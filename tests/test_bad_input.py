@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TINY, planned_jobs, respelt, snakemake
+from conftest import TINY, planned_jobs, respelt, snakemake
 from neon_steps import config as neon_config
 from neon_steps.config import ConfigError
 
@@ -212,8 +212,8 @@ def test_a_mistake_inherited_through_extends_is_named_once(finished, tmp_path):
 
 @pytest.mark.slow  # a workflow run
 @pytest.mark.parametrize("text, line", [
-    ("models:\n  ddpm: {adapter: x\n datasets: 1\n", "Config file is not valid JSON or YAML. In case of YAML, make sure "
-                                                      "to not mix whitespace and tab indentation."),
+    ("models:\n  ddpm: {adapter: x\n datasets: 1\n",
+     "Config file is not valid JSON or YAML. In case of YAML, make sure to not mix whitespace and tab indentation."),
     ("", "Config file must be given as JSON or YAML with keys at top level."),
 ], ids=["broken YAML", "empty file"])
 def test_a_config_file_that_is_not_a_config_is_one_line(finished, tmp_path, text, line):
@@ -386,7 +386,8 @@ def cli_cases(finished: Path, tmp_path: Path) -> dict:
             lambda: stage(*sample[:1], "--config", str(broken), *sample[3:], "--base", base, cwd=tmp_path),
             f"error: {broken}: not valid YAML (line 3, column 10): expected ',' or '}}', but got ':'"),
         "sample: a missing config": (
-            lambda: stage(*sample[:1], "--config", str(tmp_path / "absent.yaml"), *sample[3:], "--base", base, cwd=tmp_path),
+            lambda: stage(*sample[:1], "--config", str(tmp_path / "absent.yaml"), *sample[3:], "--base", base,
+                          cwd=tmp_path),
             f"error: {tmp_path / 'absent.yaml'}: no such config file"),
         "sample: a config mistake": (
             lambda: stage(*sample[:1], "--config", str(mistaken), *sample[3:], "--base", base, cwd=tmp_path),
@@ -403,9 +404,9 @@ def cli_cases(finished: Path, tmp_path: Path) -> dict:
             f"safetensors file; it begins b'<!DOCTYPE html><html><bo' (an HTML page: a download that saved an error "
             f"or sign-in page?)"),
         "finetune: S missing": (
-            lambda: stage("neon_steps.finetune", "--config", str(TINY), "--model", "ddpm", "--budget", "0.005", "--synthetic",
-                  str(tmp_path / "S.safetensors"), "--start", base, "--out", str(tmp_path / "B.state.safetensors"),
-                  cwd=tmp_path),
+            lambda: stage("neon_steps.finetune", "--config", str(TINY), "--model", "ddpm", "--budget", "0.005",
+                          "--synthetic", str(tmp_path / "S.safetensors"), "--start", base,
+                          "--out", str(tmp_path / "B.state.safetensors"), cwd=tmp_path),
             f"finetune.py: error: argument --synthetic: {tmp_path / 'S.safetensors'}: no such file"),
         "aggregate: metrics not JSON": (
             lambda: stage("neon_steps.aggregate", str(bad_json), "--out-dir", str(tmp_path / "agg"), cwd=tmp_path),
@@ -423,7 +424,8 @@ def cli_cases(finished: Path, tmp_path: Path) -> dict:
             "search_round.py: error: argument --settings: not JSON (Expecting property name enclosed in double "
             "quotes: line 1 column 2 (char 1))"),
         "ckpt: the state missing": (
-            lambda: stage("neon_steps.ckpt", str(Path(state).with_name("B9.state.safetensors")), "--out", out, cwd=tmp_path),
+            lambda: stage("neon_steps.ckpt", str(Path(state).with_name("B9.state.safetensors")), "--out", out,
+                          cwd=tmp_path),
             f"ckpt.py: error: argument state: {Path(state).with_name('B9.state.safetensors')}: no such file"),
     }
 

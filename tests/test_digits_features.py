@@ -140,7 +140,8 @@ def test_calculate_metrics_with_the_registered_extractor_agrees(stored):
 def test_the_extractor_refuses_what_is_not_a_uint8_digit(stored):
     with pytest.raises(ValueError, match="uint8"):
         digits.extract(torch.zeros(4, 1, 8, 8), stored["classifier"])
-    extractor = digits.DigitsFeatureExtractor(digits.NAME, ["pool"], feature_extractor_weights_path=str(stored["classifier"]))
+    extractor = digits.DigitsFeatureExtractor(digits.NAME, ["pool"],
+                                              feature_extractor_weights_path=str(stored["classifier"]))
     with pytest.raises(ValueError, match=r"\[N,1,8,8\]"):
         extractor(torch.zeros(4, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="feature_extractor_weights_path"):

@@ -9,7 +9,8 @@ from neon_steps.io import load_tensors, save_tensors
 from neon_steps.metrics import reference
 from neon_steps.models import load_adapter
 
-DATASET = {"kind": "gaussian2d", "mean": [0.0, 0.0], "cov": [[2.0, 1.0], [1.0, 2.0]], "reference": {"n": 500, "seed": 1000}}
+DATASET = {"kind": "gaussian2d", "mean": [0.0, 0.0], "cov": [[2.0, 1.0], [1.0, 2.0]],
+           "reference": {"n": 500, "seed": 1000}}
 
 
 def model(n):

@@ -303,7 +303,8 @@ def test_pickles_that_need_code_are_refused_unless_allowed(files, tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("page.pt", b"<!DOCTYPE html><html><body>Sign in</body></html>", r"page.pt: not a checkpoint: .*an HTML page"),
-    ("notes.pkl", b"these are my notes\n", r"notes.pkl: not a checkpoint: neither a zip archive .*a pickle nor a safetensors file"),
+    ("notes.pkl", b"these are my notes\n",
+     r"notes.pkl: not a checkpoint: neither a zip archive .*a pickle nor a safetensors file"),
     ("empty.pth", b"", r"empty.pth: not a checkpoint: the file is empty"),
 ])
 def test_a_file_that_is_no_checkpoint_is_named_so_and_allow_pickle_is_not_suggested(files, tmp_path, name, content,
@@ -312,7 +313,8 @@ def test_a_file_that_is_no_checkpoint_is_named_so_and_allow_pickle_is_not_sugges
     (tmp_path / name).write_bytes(content)
     for allow_pickle in (False, True):
         with pytest.raises(MergeError, match=message) as refused:
-            merge_checkpoints(base_path, tmp_path / name, [1], [tmp_path / "out.safetensors"], allow_pickle=allow_pickle)
+            merge_checkpoints(base_path, tmp_path / name, [1], [tmp_path / "out.safetensors"],
+                              allow_pickle=allow_pickle)
         assert "allow-pickle" not in str(refused.value)
     assert not (tmp_path / "out.safetensors").exists()
 
@@ -337,7 +339,8 @@ def test_layout_mismatches_are_named(files, tmp_path):
         merge_state_dicts(base, broken, 1)
 
 
-@pytest.mark.parametrize("problem", ["same file", "symlink", "w count", "twice", "suffix", "nan w", "missing", "format"])
+@pytest.mark.parametrize("problem", ["same file", "symlink", "w count", "twice", "suffix", "nan w", "missing",
+                                     "format"])
 def test_bad_requests_are_refused_before_writing(files, tmp_path, problem):
     base_path, selftrained_path, _, _ = files
     (tmp_path / "link.safetensors").symlink_to(base_path)
@@ -408,7 +411,8 @@ def test_a_failure_mid_merge_leaves_no_shard_no_index_and_no_temporary(files, tm
 
 def test_cli_writes_one_output_per_w_from_a_pattern(files, tmp_path, capsys):
     base_path, selftrained_path, base, selftrained = files
-    code = main([str(base_path), str(selftrained_path), "--w", "-0.5", "1", "--out", str(tmp_path / "neon_w{w}.safetensors"),
+    code = main([str(base_path), str(selftrained_path), "--w", "-0.5", "1",
+                 "--out", str(tmp_path / "neon_w{w}.safetensors"),
                  "--exclude", "bn.*", "--exclude", "scale", "--shard-size", "5GB"])
     assert code == 0
     for w in ("-0.5", "1"):

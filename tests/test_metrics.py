@@ -44,5 +44,6 @@ def test_a_collapsed_generator_has_precision_without_recall(ref):
 
 
 def test_far_away_points_have_no_precision(ref):
-    scores = metrics.score(torch.full((500, 2), 20.0, dtype=torch.float64) + torch.randn(500, 2, dtype=torch.float64), ref)
+    far = torch.full((500, 2), 20.0, dtype=torch.float64) + torch.randn(500, 2, dtype=torch.float64)
+    scores = metrics.score(far, ref)
     assert scores["fid"] > 500 and scores["precision"] == 0

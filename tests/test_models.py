@@ -6,7 +6,7 @@ from neon_steps.models import adapter_class, load_adapter
 from neon_steps.models.toy import ToyAutoregressive, ToyDiffusion
 
 DDPM = {"adapter": "toy-diffusion", "arch": {"hidden": 16, "layers": 2, "timesteps": 100}}
-DDPM_SCALED = {"adapter": "toy-diffusion", "arch": {"hidden": 16, "layers": 2, "timesteps": 100, "time_input": "scaled"}}
+DDPM_SCALED = {"adapter": "toy-diffusion", "arch": {**DDPM["arch"], "time_input": "scaled"}}
 STRETCHED = {"sampler": "ddim-stretched-time", "steps": 10}
 AR = {"adapter": "toy-autoregressive", "arch": {"bins": 32, "hidden": 16, "layers": 1}}
 

@@ -40,7 +40,8 @@ def round_trip(model, tmp_path, shape, trained_base=False):
     (train_base if trained_base else import_base)(model, str(base))
     sample_synthetic(model, 4, str(base), str(synthetic))
     S = load_tensors(synthetic)
-    assert S["samples"].shape == (4, *shape) and S["samples"].dtype == (torch.uint8 if len(shape) == 3 else S["samples"].dtype)
+    assert S["samples"].shape == (4, *shape)
+    assert S["samples"].dtype == (torch.uint8 if len(shape) == 3 else S["samples"].dtype)
     finetune_segment(model, 8e-6, str(synthetic), str(base), str(state))  # two steps of 4 samples
     extract_weights(str(state), str(ckpt))
 

@@ -4,7 +4,6 @@ with one line naming what is missing."""
 import re
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 import yaml

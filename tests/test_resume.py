@@ -66,7 +66,8 @@ def inputs(tmp_path_factory):
 
 def test_a_killed_finetune_resumes_bit_for_bit(inputs, tmp_path):
     folder, config = inputs
-    args = ["--budget", "0.2", "--synthetic", str(folder / "S.safetensors"), "--start", str(folder / "base.safetensors")]
+    args = ["--budget", "0.2", "--synthetic", str(folder / "S.safetensors"),
+            "--start", str(folder / "base.safetensors")]
     run("finetune", config, *args, "--out", str(tmp_path / "straight.state.safetensors"))
 
     out = tmp_path / "killed.state.safetensors"
@@ -82,7 +83,8 @@ def test_a_killed_finetune_resumes_bit_for_bit(inputs, tmp_path):
 
 def test_a_stale_resume_point_is_not_used(inputs, tmp_path):
     folder, config = inputs
-    args = ["--budget", "0.01", "--synthetic", str(folder / "S.safetensors"), "--start", str(folder / "base.safetensors")]
+    args = ["--budget", "0.01", "--synthetic", str(folder / "S.safetensors"),
+            "--start", str(folder / "base.safetensors")]
     out = tmp_path / "B.state.safetensors"
     run("finetune", config, *args, "--out", str(tmp_path / "straight.state.safetensors"))
     other = config_file(tmp_path, batch_size=50, save_every_images=5000, lr=5e-4)  # a different recipe

@@ -84,7 +84,8 @@ def test_the_search_chooses_a_point_and_the_final_evaluation_extends_it(killed_a
         final = json.loads(next((workdir / "results" / model).glob(f"S*/B*/w{row.w:g}/g1.final.json")).read_text())
         assert (final["n_reused"], final["n_sampled"]) == (row.n, FINAL_N - row.n)
         assert row.fid_neon == sweep[sweep.model == model].fid.min()
-    noise = json.loads(sorted((workdir / "results/search/ddpm/S500/B0.01").glob("round*.json"))[-1].read_text())["noise"]
+    last_round = sorted((workdir / "results/search/ddpm/S500/B0.01").glob("round*.json"))[-1]
+    noise = json.loads(last_round.read_text())["noise"]
     assert noise > 0  # measured from the base at two seeds
     assert planned_jobs(workdir, killed_and_resumed[1]) == []
 

@@ -86,7 +86,8 @@ def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
             canceller.finished.set()
             canceller.join()
     output = log_file.read_text()
-    assert returncode == 0, f"snakemake --profile slurm: exit {returncode} after {time.monotonic() - started:.0f} s\n{output[-6000:]}"
+    seconds = time.monotonic() - started
+    assert returncode == 0, f"snakemake --profile slurm: exit {returncode} after {seconds:.0f} s\n{output[-6000:]}"
     return SlurmRun(workdir, slurm_cluster.planned_jobs(dry_run.stdout), output, canceller.cancelled)
 
 

@@ -193,7 +193,8 @@ def markdown(result: dict) -> str:
               f"| {_cell(r['x_floor'], '.2f')} | {r['peak_rss_mb']:.0f} | {_cell(r['rss_above_idle_mb'], '.0f')} |"
               for r in result["rows"]]
     lines += ["", f"Targets: wall time ≤ {time_x['target']}× the floor: {time_x['measured']:.2f}×; "
-                  f"RSS above idle ≤ 2 × largest tensor + 300 MiB = {rss['target']:.0f} MiB: {rss['measured']:.0f} MiB."]
+                  f"RSS above idle ≤ 2 × largest tensor + 300 MiB = {rss['target']:.0f} MiB: "
+                  f"{rss['measured']:.0f} MiB."]
     return "\n".join(lines)
 
 

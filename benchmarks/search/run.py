@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,8 @@ def toy_config(workdir: Path, digits: bool = False) -> Path:
 class Evaluator:
     """FID of one (model, S, B) at (w, γ) and seed, as the fid stage computes it; cached."""
 
-    def __init__(self, spec: dict, dataset: dict, base: Path, ckpt: Path, reference: Path, extractor: Path | None = None):
+    def __init__(self, spec: dict, dataset: dict, base: Path, ckpt: Path, reference: Path,
+                 extractor: Path | None = None):
         import torch  # noqa: F401
 
         from neon_steps.io import load_tensors
@@ -75,10 +75,12 @@ class Evaluator:
         seed = settings["seed"] if seed is None else seed
         key = (w, gamma, seed)
         if key not in self.cache:
-            self.adapter.load_state_dict(merge_state_dicts(self.base, self.selftrained, w, keep_base=lambda n: not self.adapter.mergeable(n)))
-            labels = (balanced_labels(settings["n"], self.adapter.num_classes, seed) if self.adapter.conditional else None)
-            samples = draw(self.adapter, settings["n"], seed, evaluation_kappa(self.spec, gamma), settings["shard_size"],
-                           labels, desc="benchmark")
+            adapter = self.adapter
+            adapter.load_state_dict(merge_state_dicts(self.base, self.selftrained, w,
+                                                      keep_base=lambda n: not adapter.mergeable(n)))
+            labels = balanced_labels(settings["n"], adapter.num_classes, seed) if adapter.conditional else None
+            samples = draw(adapter, settings["n"], seed, evaluation_kappa(self.spec, gamma),
+                           settings["shard_size"], labels, desc="benchmark")
             feats = metrics.features(self.dataset, samples, self.extractor)
             self.cache[key] = metrics.fid(feats, self.ref)
         return self.cache[key]
@@ -150,7 +152,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--models", nargs="*", default=None, help="toy models (default: all four)")
     parser.add_argument("--digits", action="store_true",
-                        help="instead: config/digits.yaml's digits-ddim over (w, γ), w step 0.1 on [0, 1.2], γ 1 to 2 (CPU: ~20 min)")
+                        help="instead: config/digits.yaml's digits-ddim over (w, γ), w step 0.1 on [0, 1.2], "
+                             "γ 1 to 2 (CPU: ~20 min)")
     args = parser.parse_args()
     import torch
 
@@ -225,7 +228,8 @@ def table(results: list[dict]) -> str:
             v = r["modes"][m]
             to = v["reached"]["evaluations"] if v["reached"] else "never"
             cells.append(f"{to} / {v['evaluations']} ({v['fid_best'] / r['grid_fid']:.3f})")
-        lines.append(f"| {r['name']} | {r['noise']:.2g} | {r['grid_points']}, {r['grid_fid']:.4g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['name']} | {r['noise']:.2g} | {r['grid_points']}, {r['grid_fid']:.4g} | "
+                     + " | ".join(cells) + " |")
         if r["n"]:
             for m in totals:
                 v = r["modes"][m]

@@ -102,15 +102,17 @@ def main() -> None:
               "cpus": os.cpu_count(), "imports_s": imports, "runs": runs}
     (HERE / "results.json").write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"bare imports (median of 5): " + ", ".join(f"{k} {v:.2f} s" for k, v in imports.items()))
+    print("bare imports (median of 5): " + ", ".join(f"{k} {v:.2f} s" for k, v in imports.items()))
     print(f"load average before {result['load_average_before']}, after {result['load_average_after']}\n")
     print("| run | rule | jobs | wall s (sum) | CPU s (sum) | median start-up s | start-up ÷ import torch |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for jobs, run in runs.items():
         for rule, r in sorted(run["rules"].items()):
             ratio = f"{r['startup_s'] / torch_s:.2f}" if r["startup_s"] is not None else ""
-            print(f"| {jobs} | {rule} | {r['jobs']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['startup_s']} | {ratio} |")
-        print(f"| {jobs} | **whole run** | {run['jobs']} | {run['wall_s']:.1f} (scheduler {run['scheduler_s']:.1f}) | | | |")
+            print(f"| {jobs} | {rule} | {r['jobs']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['startup_s']} "
+                  f"| {ratio} |")
+        print(f"| {jobs} | **whole run** | {run['jobs']} | {run['wall_s']:.1f} "
+              f"(scheduler {run['scheduler_s']:.1f}) | | | |")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,8 @@ def run_model(spec: dict, dataset: dict, workdir: Path) -> dict:
                 fids = {w: read_json(metrics[w])["fid"] for w in ws}
                 w_star = min(fids, key=fids.get)
                 out[f"S{S} B{fmt(B)}"] = {"w_star": w_star, "fid_base": fids[0.0], "fid_best": fids[w_star],
-                                          "ratio": fids[w_star] / fids[0.0], "fid": {fmt(w): f for w, f in fids.items()}}
+                                          "ratio": fids[w_star] / fids[0.0],
+                                          "fid": {fmt(w): f for w, f in fids.items()}}
     return out
 
 
@@ -138,7 +139,8 @@ def summarise(runs: list[dict], sign: int) -> dict:
     """Over the offsets of one (model, S, B): how often w* has the paper's sign (w* = 0 does not),
     and the median FID(w*)/FID(0)."""
     signs = [1 if r["w_star"] > 0 else -1 if r["w_star"] < 0 else 0 for r in runs]
-    return {"sign": sign, "right": sum(s == sign for s in signs), "flat": signs.count(0), "wrong": sum(s == -sign for s in signs),
+    return {"sign": sign, "right": sum(s == sign for s in signs), "flat": signs.count(0),
+            "wrong": sum(s == -sign for s in signs),
             "offsets": len(runs), "median_ratio": statistics.median(r["ratio"] for r in runs),
             "w_star": [r["w_star"] for r in runs]}
 
@@ -180,7 +182,7 @@ def main() -> int:
     summary = {label: {point: summarise(v["runs"], v["sign"]) for point, v in rows.items()}
                for label, rows in results.items()}
     report = {"command": " ".join(sys.argv), "seconds": round(time.time() - start, 1), "cpus": os.cpu_count(),
-              "load_average_1min": [round(l[0], 2) for l in load], "offsets": args.offsets,
+              "load_average_1min": [round(avg[0], 2) for avg in load], "offsets": args.offsets,
               "summary": summary, "results": results}
     text = json.dumps(report, indent=1) + "\n"
     from neon_steps.io import write_text
@@ -194,7 +196,8 @@ def table(summary: dict) -> str:
     """Markdown: per model and budget, w* with the paper's sign (of the offsets; flat w* = 0 in
     brackets) and the median FID(w*)/FID(0), before and after."""
     labels = list(summary)
-    lines = ["| model, S, B | paper's sign | " + " | ".join(f"{l}: right sign | {l}: median FID(w*)/FID(0)" for l in labels) + " |",
+    columns = " | ".join(f"{label}: right sign | {label}: median FID(w*)/FID(0)" for label in labels)
+    lines = ["| model, S, B | paper's sign | " + columns + " |",
              "|---|:-:|" + "---:|---:|" * len(labels)]
     for point in summary[labels[-1]]:
         cells = []

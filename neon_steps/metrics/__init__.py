@@ -16,7 +16,8 @@ from neon_steps import data
 PRC_NEIGHBORHOOD = 5  # the paper's k for precision and recall
 
 
-def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None, where: str = "datasets") -> torch.Tensor:
+def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None,
+             where: str = "datasets") -> torch.Tensor:
     """Samples in the data set's feature space; `extractor` is the feature extractor's weights
     file where the data set has one (digits: the `classifier` rule's output; inception: the
     config's `inception_weights`, which `where` — datasets.<name> — names in errors)."""
@@ -35,7 +36,8 @@ def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None, 
     raise ValueError(f"datasets: no feature space for kind {dataset['kind']!r}")
 
 
-def reference(dataset: Mapping[str, Any], data_path=None, extractor=None, where: str = "datasets") -> dict[str, torch.Tensor]:
+def reference(dataset: Mapping[str, Any], data_path=None, extractor=None,
+              where: str = "datasets") -> dict[str, torch.Tensor]:
     """Reference statistics (mu, sigma) and real features for precision/recall. Image data sets
     read their stored artifact `data_path`: the reference is the train split (what the models
     learn from), and the held-out split's features are kept beside it for sanity checks."""

@@ -90,7 +90,8 @@ def reference(dataset: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]
         field_real = f"{where}.real"
         source, path = read_npz(dataset["real"], field_real), dataset["real"]
         if "features" not in source and "arr_0" not in source:
-            raise NeonError(f"{field_real}: {path}: no 'features' or 'arr_0' array (has: {', '.join(source) or 'none'})")
+            raise NeonError(f"{field_real}: {path}: no 'features' or 'arr_0' array "
+                            f"(has: {', '.join(source) or 'none'})")
     if "features" in source:
         feats = source["features"]
         if feats.ndim != 2 or feats.shape[1] != DIM:

@@ -52,7 +52,8 @@ class DiffusersPipeline(Adapter):
         self.scheduler_name = self.scheduler_config.get("_class_name", "DDPMScheduler")
         self.objective = self.scheduler_config.get("prediction_type", "epsilon")
         if self.objective not in OBJECTIVES:
-            raise NeonError(f"base.checkpoint: {folder}: scheduler prediction_type {self.objective!r} is not one of {OBJECTIVES}")
+            raise NeonError(f"base.checkpoint: {folder}: scheduler prediction_type {self.objective!r} "
+                            f"is not one of {OBJECTIVES}")
         # The forward process of the loss: the same betas and timesteps, whatever the sampler.
         self.forward_process = DDPMScheduler.from_config(self.scheduler_config)
         self._diffusers = diffusers

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
 from neon_steps.models import knobs
