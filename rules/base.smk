@@ -4,7 +4,7 @@ rule reference:
     output:
         # update: kept (and restored) if the job fails on a user file that passed the load-time
         # checks but not its reader (a zip without the statistics in it)
-        update(out("reference/{dataset}.safetensors")),
+        update(path("reference")),
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
         files=lambda wc: dataset_files(wc.dataset),
@@ -27,7 +27,7 @@ rule base:
     output:
         # update: kept (and restored) if the job fails, as a conversion can on a checkpoint that
         # passed the load-time checks but not the adapter (a key that is not in it)
-        update(out("{model}/base.safetensors")),
+        update(path("base")),
     params:
         model=lambda wc: model_spec(wc.model, "base", dataset=True),
         files=lambda wc: base_files(wc.model),  # a user checkpoint: converted, not trained

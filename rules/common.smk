@@ -60,6 +60,35 @@ def out(path):
     return f"{RESULTS}/{path}"
 
 
+# Each result's path pattern, written once: a rule's output is `path(name)`, and an input function
+# names the same file as `path(name, **wildcards)` (numbers in their one spelling, fmt's).
+PATHS = {
+    "data": "data/{dataset}.safetensors",                    # a data set stored once (digits)
+    "classifier": "classifier/{dataset}.safetensors",        # the CNN whose features score it
+    "reference": "reference/{dataset}.safetensors",          # its reference statistics
+    "base": "{model}/base.safetensors",                      # θ_r
+    "synthetic": "{model}/S{S}/synthetic.safetensors",       # S
+    "state": "{model}/S{S}/finetune/B{B}.state.safetensors",  # the fine-tune at budget B
+    "ckpt": "{model}/S{S}/ckpt/B{B}.safetensors",            # θ_s: the weights of that state
+    "merged": "{model}/S{S}/B{B}/w{w}.safetensors",          # θ at one w
+    "point": "{model}/S{S}/B{B}/w{w}/g{gamma}.json",         # the metrics of one (w, γ)
+    "preview": "{model}/S{S}/B{B}/w{w}/g{gamma}.preview.safetensors",    # its first 100 samples
+    "features": "{model}/S{S}/B{B}/w{w}/g{gamma}.features.safetensors",  # its samples' features
+    "final": "{model}/S{S}/B{B}/w{w}/g{gamma}.final.json",   # the final evaluation there
+    "line": "{model}/S{S}/B{B}/g{gamma}.line.json",          # every w at one (S, B, γ)
+    "noise": "{model}/noise/seed{seed}/g{gamma}.json",       # the base at another seed
+    "round": "search/{model}/S{S}/B{B}/round{k}.json",       # a search round
+}
+NUMBERS = {"B", "w", "gamma"}  # wildcards spelt by fmt
+
+
+def path(name, **wildcards):
+    pattern = out(PATHS[name])
+    if not wildcards:
+        return pattern
+    return pattern.format(**{key: fmt(value) if key in NUMBERS else value for key, value in wildcards.items()})
+
+
 # Settings that do not change what any one job computes stay out of `params`: grids name which
 # jobs exist (adding a w must not rerun the other w's evaluations), save intervals only decide
 # how much a killed job loses.
@@ -94,14 +123,15 @@ def trained(model):
     return MODELS[model].get("training_of", model)
 
 
-def trained_file(model, path):
-    return out(f"{trained(model)}/{path}")
+def selftrained_weights(wc):
+    """θ_s of a point: the fine-tuned weights of the model whose training it evaluates."""
+    return path("ckpt", model=trained(wc.model), S=wc.S, B=wc.B)
 
 
 def base_weights(model):
     """θ_r of `model`: its own, or that of the first model by name trained the same way (one base
     for models that differ in S, fine-tune or evaluation only)."""
-    return out(f"{neon_config.base_owner(model, MODELS)}/base.safetensors")
+    return path("base", model=neon_config.base_owner(model, MODELS))
 
 
 # User files (a checkpoint, Inception weights, reference statistics) are not inputs of the rules:
@@ -136,7 +166,7 @@ def finetune_start(wildcards):
     index = [fmt(b) for b in budgets].index(wildcards.B)
     if index == 0:
         return base_weights(wildcards.model)
-    return out(f"{wildcards.model}/S{wildcards.S}/finetune/B{fmt(budgets[index - 1])}.state.safetensors")
+    return path("state", model=wildcards.model, S=wildcards.S, B=budgets[index - 1])
 
 
 # Image data sets (digits) are stored by the `dataset` rule and scored in the features of the
@@ -149,8 +179,7 @@ def dataset_inputs(dataset, *what):
     (the feature extractor's weights), for the kinds that have them; none otherwise."""
     if DATASETS[dataset]["kind"] not in STORED_KINDS:
         return {}
-    paths = {"data": out(f"data/{dataset}.safetensors"), "classifier": out(f"classifier/{dataset}.safetensors")}
-    return {key: paths[key] for key in what}
+    return {key: path(key, dataset=dataset) for key in what}
 
 
 def get_base_priority(wildcards):
@@ -166,12 +195,7 @@ def scoring_inputs(wc):
     """What every evaluation of a model reads besides its weights: the data set's reference and,
     for image data sets, the feature extractor's weights."""
     dataset = MODELS[wc.model]["dataset"]
-    return {"reference": out(f"reference/{dataset}.safetensors"), **dataset_inputs(dataset, "classifier")}
-
-
-def preview_of(metrics_file):
-    """The first samples the fid stage saves beside a point's metrics."""
-    return metrics_file.removesuffix(".json") + ".preview.safetensors"
+    return {"reference": path("reference", dataset=dataset), **dataset_inputs(dataset, "classifier")}
 
 
 def image_models():
@@ -183,19 +207,17 @@ def with_eval_seed(spec, seed):
     return {**spec, "evaluate": {**spec["evaluate"], "seed": int(seed)}}
 
 
-MERGED = "{model}/S{S}/B{B}/w{w}.safetensors"  # θ_neon at one w (the merge rule's output)
-
-
 def get_point_weights(wc):
     """The weights a point evaluates: at w = 0 the base itself (a merge at 0 copies it bit for bit,
     so none is run, and the point need not wait for S and the fine-tune), else the merge's output."""
     if float(wc.w) == 0:
         return base_weights(wc.model)
-    return out(MERGED.format(model=wc.model, S=wc.S, B=wc.B, w=wc.w))
+    return path("merged", model=wc.model, S=wc.S, B=wc.B, w=wc.w)
 
 
-def point_file(model, S, B, w, g, suffix=".json"):
-    return out(f"{model}/S{S}/B{fmt(B)}/w{fmt(w)}/g{fmt(g)}{suffix}")
+def point_file(model, S, B, w, g, kind="point"):
+    """A file of one (w, γ) point: its metrics, or its "preview", "features" or "final"."""
+    return path(kind, model=model, S=S, B=B, w=w, gamma=g)
 
 
 def searches(model):
@@ -204,8 +226,10 @@ def searches(model):
     return [(S, B) for S in neon_config.sizes(spec) for B in neon_config.budgets(spec)]
 
 
-def line_file(model, S, B, g):
-    return out(f"{model}/S{S}/B{fmt(B)}/g{fmt(g)}.line.json")
+def grid_points(model):
+    """(S, B, w, γ) of every point of a model's grid."""
+    spec = MODELS[model]
+    return [(S, B, w, g) for S, B in searches(model) for w in neon_config.w_grid(spec) for g in neon_config.gammas(spec)]
 
 
 def metric_files(model):
@@ -213,13 +237,9 @@ def metric_files(model):
     evaluated a line a job (the points of models searched by rounds: search_inputs)."""
     spec = MODELS[model]
     if neon_config.per_line(spec):
-        return [line_file(model, S, B, g) for S, B in searches(model) for g in neon_config.gammas(spec)]
-    return [
-        point_file(model, S, B, w, g)
-        for S, B in searches(model)
-        for w in neon_config.w_grid(spec)
-        for g in neon_config.gammas(spec)
-    ]
+        return [path("line", model=model, S=S, B=B, gamma=g) for S, B in searches(model)
+                for g in neon_config.gammas(spec)]
+    return [point_file(model, *point) for point in grid_points(model)]
 
 
 def grid_models():
@@ -230,14 +250,10 @@ def preview_files(model):
     """The first samples of every evaluation of an image model, for the figure of digits."""
     if model not in image_models() or neon_config.per_line(MODELS[model]):
         return []  # a line job keeps no samples
-    return [preview_of(f) for f in metric_files(model)]
+    return [point_file(model, *point, kind="preview") for point in grid_points(model)]
 
 
 # -- search rounds (rules/search.smk) ----------------------------------------------------------
-def round_file(model, S, B, k):
-    return out(f"search/{model}/S{S}/B{fmt(B)}/round{k}.json")
-
-
 def base_points(model, S, B):
     """The base (w = 0) at every γ at this (S, B): evaluated for the table whatever the search."""
     return [point_file(model, S, B, 0, g) for g in neon_config.gammas(MODELS[model])]
@@ -251,7 +267,7 @@ def search_round_inputs(wc):
     if k == 0:
         # θ_s is not read, but every later round merges it: asking for it here starts S and the
         # fine-tune beside the base's evaluation (which needs neither), not after round 0.
-        inputs["selftrained"] = trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors")
+        inputs["selftrained"] = selftrained_weights(wc)
     if k > 0:
         previous = checkpoints.search_round.get(model=wc.model, S=wc.S, B=wc.B, k=str(k - 1)).output[0]
         done = read_round(previous)
@@ -288,8 +304,9 @@ def search_inputs():
     def files(model, S, B):
         result = last_round(model, S, B)
         points = [point_file(model, S, B, w, g) for w, g, _fid in result["evaluated"]]
-        previews = [preview_of(f) for f in points] if model in image_models() else []
-        final = [point_file(model, S, B, *result["best"], suffix=".final.json")] if has_final(model) else []
+        previews = ([point_file(model, S, B, w, g, kind="preview") for w, g, _fid in result["evaluated"]]
+                    if model in image_models() else [])
+        final = [point_file(model, S, B, *result["best"], kind="final")] if has_final(model) else []
         return points + previews + final
 
     return {
@@ -306,7 +323,7 @@ def noise_files(model):
     """The base (w = 0) evaluated at the extra seeds `evaluate.noise_seeds`, at every γ."""
     spec = MODELS[model]
     return [
-        out(f"{model}/noise/seed{seed}/g{fmt(g)}.json")
+        path("noise", model=model, seed=seed, gamma=g)
         for seed in spec["evaluate"].get("noise_seeds", [])
         for g in neon_config.gammas(spec)
     ]

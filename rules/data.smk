@@ -4,7 +4,7 @@
 
 rule dataset:
     output:
-        out("data/{dataset}.safetensors"),
+        path("data"),
     params:
         # The reference (feature space) settings belong to the classifier and reference rules.
         dataset=lambda wc: {k: v for k, v in DATASETS[wc.dataset].items() if k != "reference"},
@@ -25,9 +25,9 @@ rule dataset:
 
 rule classifier:
     input:
-        out("data/{dataset}.safetensors"),
+        path("data"),
     output:
-        out("classifier/{dataset}.safetensors"),
+        path("classifier"),
     params:
         settings=lambda wc: DATASETS[wc.dataset].get("reference", {}).get("classifier", {}),
     log:

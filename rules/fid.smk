@@ -3,10 +3,10 @@ rule fid:
         unpack(scoring_inputs),
         weights=get_point_weights,
     output:
-        metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.json"),
-        preview=out("{model}/S{S}/B{B}/w{w}/g{gamma}.preview.safetensors"),  # the first 100 samples
+        metrics=path("point"),
+        preview=path("preview"),  # the first 100 samples
         # the samples' features: where this point is chosen, the final evaluation starts from them
-        features=out("{model}/S{S}/B{B}/w{w}/g{gamma}.features.safetensors"),
+        features=path("features"),
     params:
         model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
     log:
@@ -34,9 +34,9 @@ rule fid_line:
     input:
         unpack(scoring_inputs),
         base=lambda wc: base_weights(wc.model),
-        selftrained=lambda wc: trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors"),
+        selftrained=selftrained_weights,
     output:
-        out("{model}/S{S}/B{B}/g{gamma}.line.json"),
+        path("line"),
     params:
         model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
         w=lambda wc: neon_config.w_grid(MODELS[wc.model]),
@@ -62,7 +62,7 @@ rule fid_noise:
         unpack(scoring_inputs),
         weights=lambda wc: base_weights(wc.model),
     output:
-        metrics=out("{model}/noise/seed{seed}/g{gamma}.json"),
+        metrics=path("noise"),
     params:
         model=lambda wc: with_eval_seed(model_spec(wc.model, "evaluate", dataset=True), wc.seed),
     log:

@@ -1,9 +1,9 @@
 rule finetune:
     input:
-        synthetic=out("{model}/S{S}/synthetic.safetensors"),
+        synthetic=path("synthetic"),
         start=finetune_start,
     output:
-        out("{model}/S{S}/finetune/B{B}.state.safetensors"),
+        path("state"),
     params:
         model=lambda wc: model_spec(wc.model, "finetune"),
     log:
@@ -23,9 +23,9 @@ rule finetune:
 
 rule ckpt:
     input:
-        out("{model}/S{S}/finetune/B{B}.state.safetensors"),
+        path("state"),
     output:
-        out("{model}/S{S}/ckpt/B{B}.safetensors"),
+        path("ckpt"),
     log:
         log("ckpt", "{model}/S{S}/B{B}"),
     benchmark:

@@ -1,9 +1,9 @@
 rule merge:
     input:
         base=lambda wc: base_weights(wc.model),
-        selftrained=lambda wc: trained_file(wc.model, f"S{wc.S}/ckpt/B{wc.B}.safetensors"),
+        selftrained=selftrained_weights,
     output:
-        temp(out(MERGED)),
+        temp(path("merged")),
     params:
         w=lambda wc: [float(wc.w)],
         model=lambda wc: model_spec(wc.model),

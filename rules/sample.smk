@@ -2,7 +2,7 @@ rule sample:
     input:
         base=lambda wc: base_weights(wc.model),
     output:
-        out("{model}/S{S}/synthetic.safetensors"),
+        path("synthetic"),
     params:
         model=lambda wc: model_spec(wc.model, "synthetic"),
     log:

@@ -6,7 +6,7 @@ checkpoint search_round:
     input:
         unpack(search_round_inputs),
     output:
-        out("search/{model}/S{S}/B{B}/round{k}.json"),
+        path("round"),
     params:
         search=lambda wc: search_settings(wc.model),
     log:
@@ -30,9 +30,9 @@ rule fid_final:
     input:
         unpack(scoring_inputs),
         weights=get_point_weights,
-        search=out("{model}/S{S}/B{B}/w{w}/g{gamma}.features.safetensors"),
+        search=path("features"),
     output:
-        metrics=out("{model}/S{S}/B{B}/w{w}/g{gamma}.final.json"),
+        metrics=path("final"),
     params:
         model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
         n=lambda wc: neon_config.final_n(MODELS[wc.model]),
