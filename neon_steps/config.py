@@ -331,8 +331,8 @@ def _described(error, schema: Mapping) -> list[str]:
     field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(error.instance, Mapping):
         known = _property_names(error.schema, schema)
-        return [f"{field}.{key}: unknown setting{_nearest(key, known)}" if field != "(top level)"
-                else f"{key}: unknown setting{_nearest(key, known)}"
+        return [f"{field}.{key}: unknown setting{nearest(key, known)}" if field != "(top level)"
+                else f"{key}: unknown setting{nearest(key, known)}"
                 for key in error.instance if key not in known]
     if error.validator == "uniqueItems":
         repeated = next(x for i, x in enumerate(error.instance) if x in error.instance[:i])
@@ -357,11 +357,13 @@ def _property_names(subschema: Mapping, root: Mapping) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _nearest(key: str, known: list[str]) -> str:
+def nearest(key: str, known: list[str], listed: str = "known") -> str:
+    """What to say after a name that is not one of `known`: " (did you mean X?)" for a close one,
+    else " (<listed>: a, b, ...)"."""
     import difflib
 
     close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
+    return f" (did you mean {close[0]}?)" if close else f" ({listed}: {', '.join(known)})"
 
 
 # YAML 1.1 (PyYAML, snakemake's loader) reads 1e-3 as a string: a number wherever the schema wants one.

@@ -5,11 +5,10 @@ the config (a dry run), and imports an adapter's code (and torch) only in the jo
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import TYPE_CHECKING
 
-from neon_steps.config import ConfigError
+from neon_steps.config import ConfigError, nearest
 from neon_steps.models.knobs import ANY, DECLARED, Knob, Knobs
 
 if TYPE_CHECKING:
@@ -60,9 +59,8 @@ def adapter_class(name: str, where: str = "adapter") -> type[Adapter]:
     target = BUILTIN.get(name, name)
     module_name, _, class_name = target.partition(":")
     if not class_name:
-        close = difflib.get_close_matches(name, list(BUILTIN), n=1)
-        hint = f"did you mean {close[0]}?" if close else f"built-in: {', '.join(BUILTIN)}"
-        raise ConfigError(f"{where}: {name!r} is neither a built-in adapter ({hint}) nor package.module:Class")
+        hint = nearest(name, list(BUILTIN), listed="built-in")
+        raise ConfigError(f"{where}: {name!r} is neither a built-in adapter{hint} nor package.module:Class")
     from neon_steps.models.base import Adapter
 
     try:

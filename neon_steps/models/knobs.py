@@ -8,12 +8,11 @@ purpose: the Snakefile imports this, and a dry run should not pay for torch.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from neon_steps.config import ConfigError, number_from_text
+from neon_steps.config import ConfigError, nearest, number_from_text
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,8 @@ class Knobs:
         for key, value in values.items():
             knob = self.knobs.get(key)
             if knob is None:
-                errors.append(f"{where}.{key}: unknown setting{_suggestion(key, self.knobs)}")
+                hint = nearest(key, list(self.knobs)) if self.knobs else " (this adapter takes none)"
+                errors.append(f"{where}.{key}: unknown setting{hint}")
                 continue
             normalized[key], error = knob.normalized(value)
             if error:
@@ -143,13 +143,6 @@ class Knobs:
         if self.open:
             return normalized
         return {key: value for key, value in normalized.items() if value != self.knobs[key].default}
-
-
-def _suggestion(key: str, knobs: Mapping[str, Knob]) -> str:
-    close = difflib.get_close_matches(key, list(knobs), n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]}?)"
-    return f" (known: {', '.join(knobs)})" if knobs else " (this adapter takes none)"
 
 
 ANY = Knobs(open=True)  # an adapter that declares no knobs: its settings are passed on unchecked
