@@ -124,10 +124,16 @@ def sizes(model: Mapping) -> list[int]:
 
 def check_models(models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> None:
     """What a JSON schema cannot say: every mistake, raised together."""
-    mistakes = [m for name, model in models.items() for m in model_mistakes(name, model, models, datasets)]
-    mistakes += [m for name, dataset in datasets.items() for m in dataset_mistakes(name, dataset)]
-    if mistakes:
+    if mistakes := rule_mistakes(models, datasets):
         raise ConfigError(*mistakes)
+
+
+def rule_mistakes(models: Mapping[str, Mapping], datasets: Mapping[str, Any],
+                  checked: Mapping[str, Any] | None = None) -> list[str]:
+    """The mistakes of the data sets `checked` (by default all) and of `models` in `datasets`."""
+    checked = datasets if checked is None else checked
+    return [m for name, dataset in checked.items() for m in dataset_mistakes(name, dataset)] + \
+        [m for name, model in models.items() for m in model_mistakes(name, model, models, datasets)]
 
 
 def model_mistakes(name: str, model: dict, models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> list[str]:
@@ -178,7 +184,7 @@ def check_knobs(name: str, model: dict) -> list[str]:
     arch, mistakes = arch_knobs.check(model.get("arch"), f"{where}.arch")
     if not mistakes and "arch" in model:
         model["arch"] = arch_knobs.strip(arch)
-    resolved_arch = None if mistakes else arch_knobs(arch)  # kappa's rules need a sound arch
+    resolved_arch = None if mistakes else arch_knobs.filled(arch)  # kappa's rules need a sound arch
     for section in ("synthetic", "evaluate"):
         if not isinstance(model.get(section), Mapping) or "kappa" not in model[section]:
             continue  # the schema says what is wrong
@@ -276,10 +282,9 @@ def prepare(config: dict, schema_path: str | Path = SCHEMA) -> dict:
     mistakes = [message for _, message in errors]
     datasets, models = config.get("datasets") or {}, config["models"]
     if ("datasets",) not in failed and ("models",) not in failed:
-        mistakes += [m for name, dataset in datasets.items() if ("datasets", name) not in failed
-                     for m in dataset_mistakes(name, dataset)]
         valid = {name: model for name, model in models.items() if ("models", name) not in failed}
-        mistakes += [m for name, model in valid.items() for m in model_mistakes(name, model, valid, datasets)]
+        mistakes += rule_mistakes(valid, datasets, checked={name: dataset for name, dataset in datasets.items()
+                                                            if ("datasets", name) not in failed})
         # The adapter's settings are checked in every model: they are the likeliest typos.
         mistakes += [m for name, model in models.items() if name not in valid for m in check_knobs(name, model)]
     parents = {name: spec.get("extends") for name, spec in raw.items()}

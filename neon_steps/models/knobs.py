@@ -101,8 +101,8 @@ class Knobs:
         """`values` normalized (the keys given only), and every mistake as a line naming its field;
         the rules see the settings with their defaults and, for kappa, the resolved `arch`."""
         normalized, errors = self._normalized(values, where)
-        if rules and not errors and not self.open:
-            resolved = self.defaults() | normalized
+        if rules and not errors:
+            resolved = self.filled(normalized)
             errors += [f"{where}.{message}" for rule in self.rules if (message := rule(resolved, dict(arch or {})))]
         return normalized, errors
 
@@ -128,21 +128,23 @@ class Knobs:
     def defaults(self) -> dict:
         return {key: knob.default for key, knob in self.knobs.items()}
 
+    def filled(self, normalized: Mapping) -> dict:
+        """Normalized settings (check's) with every knob present."""
+        return self.defaults() | dict(normalized)
+
     def __call__(self, values: Mapping | None, where: str = "kappa", arch: Mapping | None = None) -> dict:
         """The settings with every knob present (defaults filled in); a mistake raises ConfigError."""
         normalized, errors = self.check(values, where, arch)
         if errors:
             raise ConfigError("; ".join(errors))
-        return normalized if self.open else self.defaults() | normalized
+        return self.filled(normalized)
 
-    def strip(self, values: Mapping | None) -> dict:
-        """The settings without those at their default: the one spelling of a config's settings,
-        so that writing a default out reruns nothing (nor does a new knob whose default is the
-        behaviour so far)."""
-        normalized, _ = self._normalized(values, "")
-        if self.open:
-            return normalized
-        return {key: value for key, value in normalized.items() if value != self.knobs[key].default}
+    def strip(self, normalized: Mapping) -> dict:
+        """Normalized settings (check's) without those at their default: the one spelling of a
+        config's settings, so that writing a default out reruns nothing (nor does a new knob
+        whose default is the behaviour so far)."""
+        return {key: value for key, value in normalized.items()
+                if self.open or value != self.knobs[key].default}
 
 
 ANY = Knobs(open=True)  # an adapter that declares no knobs: its settings are passed on unchecked
