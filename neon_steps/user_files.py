@@ -84,19 +84,27 @@ def named_files(config: Mapping[str, Any]) -> Iterator[tuple[str, str, str, str]
                 yield "datasets", name, key, dataset[key]
 
 
-def mistakes(config: Mapping[str, Any], missing: bool) -> list[str]:
-    """One line for each user file of the wrong kind, and (if `missing`) each that is not there."""
+def _field(section: str, name: str, key: str) -> str:
+    return f"models.{name}.base.{key}" if section == "models" else f"datasets.{name}.{key}"
+
+
+def mistakes(config: Mapping[str, Any]) -> list[str]:
+    """One line for each user file there of the wrong kind, and each base setting an adapter's
+    checkpoints need that is not given (what a dry run can say: it plans without the files)."""
     found = [f"models.{name}.base.{key}: {why}" for name, model in config["models"].items()
              if "checkpoint" in model["base"]
              for key, why in CHECKPOINT_NEEDS.get(model["adapter"], {}).items() if key not in model["base"]]
     for section, name, key, path in named_files(config):
-        field = f"models.{name}.base.{key}" if section == "models" else f"datasets.{name}.{key}"
-        if not Path(path).exists():
-            if missing:
-                found.append(f"{field}: {path}: no such file or folder (a dry run plans without it; a run needs it)")
-            continue
-        found += _wrong_kind(field, path, key, config["models"].get(name) if section == "models" else None)
+        if Path(path).exists():
+            found += _wrong_kind(_field(section, name, key), path, key,
+                                 config["models"][name] if section == "models" else None)
     return found
+
+
+def missing(config: Mapping[str, Any]) -> list[str]:
+    """One line for each user file that is not there (what a run needs besides)."""
+    return [f"{_field(section, name, key)}: {path}: no such file or folder (a dry run plans without it; "
+            f"a run needs it)" for section, name, key, path in named_files(config) if not Path(path).exists()]
 
 
 def _wrong_kind(field: str, path: str, key: str, model: Mapping[str, Any] | None) -> list[str]:

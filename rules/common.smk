@@ -9,10 +9,9 @@ from snakemake.utils import validate
 # env of envs/, a SLURM node): put it first on the path of this process and of every job.
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
-from neon_steps import config as neon_config  # noqa: E402
+from neon_steps import config as neon_config, models as neon_models, user_files  # noqa: E402
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-from neon_steps import models as neon_models, user_files  # noqa: E402
 
 
 def config_error(mistakes):
@@ -26,14 +25,14 @@ try:
 except neon_config.ConfigError as err:
     raise config_error(err.mistakes) from None
 validate(config, SCHEMA)
-if mistakes := user_files.mistakes(config, missing=False):  # a user file of the wrong kind
+if mistakes := user_files.mistakes(config):  # a user file of the wrong kind
     raise config_error(mistakes)
 
 
 onstart:
     # A run (not a dry run, which plans without them) needs every user file the config names, and
     # an adapter for every model.
-    if mistakes := user_files.mistakes(config, missing=True) + neon_models.unwritten_adapters(config):
+    if mistakes := user_files.missing(config) + neon_models.unwritten_adapters(config):
         raise config_error(mistakes)
 
 MODELS = config["models"]
