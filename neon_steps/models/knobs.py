@@ -248,38 +248,43 @@ FLOW_KAPPA = Knobs({
     "cfg": cfg_knob(),
 })
 
+def torchcfm_unet(channels: int, res_blocks: int, channel_mult: list[int], dropout: float, scale_shift: bool,
+                  num_classes: Knob, p_uncond: Knob, size: int, in_channels: int) -> dict[str, Knob]:
+    """The knobs of torchcfm's UNetModelWrapper and flow matcher that digits-flow and torchcfm
+    share, with each adapter's defaults."""
+    return {
+        "channels": Knob(channels, "base channels of the UNet (num_channels)", minimum=1),
+        "res_blocks": Knob(res_blocks, "residual blocks per level", minimum=1),
+        "channel_mult": Knob(channel_mult, "channel multiplier per level", items=int, minimum=1),
+        "dropout": Knob(dropout, "dropout probability", minimum=0, below=1),
+        "scale_shift": Knob(scale_shift, "time and class embedding as a scale and shift after each GroupNorm "
+                                         "(use_scale_shift_norm)"),
+        "sigma": Knob(0.0, "the flow matcher's path noise σ", minimum=0),
+        "num_classes": num_classes,
+        "p_uncond": p_uncond,
+        "size": Knob(size, "image size, pixels", minimum=8),
+        "in_channels": Knob(in_channels, "image channels", minimum=1),
+    }
+
+
 DIGITS_FLOW = (
     Knobs({
-        "channels": Knob(32, "base channels of the UNet", minimum=1),
-        "res_blocks": Knob(1, "residual blocks per level", minimum=1),
-        "channel_mult": Knob([1, 2], "channel multiplier per level", items=int, minimum=1),
+        **torchcfm_unet(32, 1, [1, 2], 0.0, True, size=8, in_channels=1, p_uncond=label_dropout(),
+                        num_classes=Knob(10, "classes (a null class is added for guidance)", minimum=1)),
         "attention": Knob(False, "attention at 4x4"),
-        "dropout": Knob(0.0, "dropout probability", minimum=0, below=1),
-        "scale_shift": Knob(True, "time and class embedding as a scale and shift after each GroupNorm"),
-        "sigma": Knob(0.0, "the flow matcher's path noise σ", minimum=0),
-        "num_classes": Knob(10, "classes (a null class is added for guidance)", minimum=1),
-        "p_uncond": label_dropout(),
-        "size": Knob(8, "image size, pixels", minimum=8),
-        "in_channels": Knob(1, "image channels", minimum=1),
     }, rules=(channels_fit_unet,)),
     FLOW_KAPPA,
 )
 
 TORCHCFM = (
     Knobs({
-        "channels": Knob(128, "base channels of the UNet (num_channels)", minimum=1),
-        "res_blocks": Knob(2, "residual blocks per level", minimum=1),
-        "channel_mult": Knob([1, 2, 2, 2], "channel multiplier per level", items=int, minimum=1),
+        **torchcfm_unet(128, 2, [1, 2, 2, 2], 0.1, False, size=32, in_channels=3,
+                        p_uncond=label_dropout(None),  # None: 0.1 for a class-conditional model, 0 otherwise
+                        num_classes=Knob(0, "classes (0: unconditional; a null class is added for guidance)",
+                                         minimum=0)),
         "num_heads": Knob(4, "attention heads", minimum=1),
         "num_head_channels": Knob(64, "channels per attention head", minimum=-1),
         "attention_resolutions": Knob("16", "resolutions with attention, comma-separated (torchcfm's string)"),
-        "dropout": Knob(0.1, "dropout probability", minimum=0, below=1),
-        "scale_shift": Knob(False, "use_scale_shift_norm"),
-        "sigma": Knob(0.0, "the flow matcher's path noise σ", minimum=0),
-        "num_classes": Knob(0, "classes (0: unconditional; a null class is added for guidance)", minimum=0),
-        "p_uncond": label_dropout(None),  # None: 0.1 for a class-conditional model, 0 otherwise
-        "size": Knob(32, "image size, pixels", minimum=8),
-        "in_channels": Knob(3, "image channels", minimum=1),
     }, rules=(channels_fit_unet,)),
     FLOW_KAPPA,
 )
