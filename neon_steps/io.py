@@ -70,7 +70,7 @@ def copy_tensors(src: str | os.PathLike, dst: str | os.PathLike, rename: Callabl
     to a new file, byte for byte: nothing is decoded, so no torch import, and memory is one chunk
     whatever the file's size (a training state holds the optimizer's moments too)."""
     with open(src, "rb") as f:
-        header, length = _read_header(f)
+        header, length = read_header(f)
         header.pop("__metadata__", None)
         kept = sorted(((new, entry) for name, entry in header.items() if (new := rename(name)) is not None),
                       key=lambda item: item[1]["data_offsets"][0])
@@ -111,10 +111,10 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_metadata(path: str | os.PathLike) -> dict[str, str]:
     with open(path, "rb") as f:
-        return dict(_read_header(f)[0].get("__metadata__") or {})
+        return dict(read_header(f)[0].get("__metadata__") or {})
 
 
-def _read_header(f) -> tuple[dict, int]:
+def read_header(f) -> tuple[dict, int]:
     """A safetensors file's JSON header (tensor entries and "__metadata__") and its length."""
     (length,) = struct.unpack("<Q", f.read(8))
     return json.loads(f.read(length)), length

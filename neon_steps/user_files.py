@@ -4,11 +4,12 @@ already have deleted its previous output. Torch-free: a dry run reads a few byte
 """
 from __future__ import annotations
 
-import json
 import struct
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from neon_steps.io import read_header
 
 PICKLE_PROTO = 0x80  # the first byte of every pickle of protocol 2 or later (torch.save's legacy format too)
 
@@ -48,9 +49,8 @@ def _is_safetensors(path: Path, head: bytes) -> bool:
     if length + 8 > path.stat().st_size:
         return False
     with open(path, "rb") as f:
-        f.seek(8)
         try:
-            json.loads(f.read(length))
+            read_header(f)
         except ValueError:
             return False
     return True

@@ -10,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 from neon_steps import config as neon_config, models as neon_models, user_files  # noqa: E402
+from neon_steps.io import file_identity  # noqa: E402
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 
@@ -138,10 +139,9 @@ def base_weights(model):
 # Their size and mtime go into `params`, so that a replaced file reruns what read it.
 def user_file(path):
     try:
-        stat = os.stat(path)
+        return file_identity(path)
     except OSError:
         return {"path": path, "missing": True}
-    return {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def base_files(model):
