@@ -22,11 +22,7 @@ import torch
 
 from neon_steps import user_files
 from neon_steps.io import header_bytes
-from neon_steps.stage import NeonError
-
-
-class MergeError(NeonError, ValueError):
-    """A mistake in a merge's inputs or options; the one-line message names the file or field."""
+from neon_steps.errors import MergeError, NotRecognised
 
 
 DTYPES = {
@@ -230,7 +226,7 @@ def is_torch_zip(path: Path) -> bool:
     refused as such: --allow-pickle would not help."""
     try:
         found = user_files.kind(path)
-    except user_files.NotRecognised as err:
+    except NotRecognised as err:
         raise MergeError(f"{path}: not a checkpoint: {err}") from None
     if found not in user_files.TORCH_FILE:
         raise MergeError(f"{path}: not a checkpoint: neither a zip archive (torch.save) nor a pickle")

@@ -12,13 +12,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from neon_steps.errors import ConfigError
 
-class ConfigError(ValueError):
-    """Mistakes in the user's config: one line each, naming its field."""
-
-    def __init__(self, *mistakes: str):
-        self.mistakes = list(mistakes)
-        super().__init__("\n".join(self.mistakes))
+__all__ = ["ConfigError"]  # re-exported: the Snakefile's one import for config mistakes
 
 
 def fmt(x: float | int) -> str:

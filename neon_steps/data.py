@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
+from neon_steps.errors import ConfigError
 
 
 def gaussian2d(spec: Mapping[str, Any], n: int, seed: int) -> torch.Tensor:
@@ -40,7 +41,7 @@ def digits(dataset: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     heldout = int(dataset.get("heldout", 297))
     classes = int(labels.max()) + 1
     if not 0 < heldout < len(labels) - classes:
-        raise ValueError(f"datasets: heldout must be between 1 and {len(labels) - classes - 1}, not {heldout}")
+        raise ConfigError(f"datasets: heldout must be between 1 and {len(labels) - classes - 1}, not {heldout}")
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(dataset.get("split_seed", 0))))
     is_heldout = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(classes):
@@ -51,7 +52,7 @@ def digits(dataset: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_split(path, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Images and labels of one split of a stored image data set (the `dataset` rule's artifact)."""
+    """Images and labels of one split of a stored image data set (the `store_dataset` rule's artifact)."""
     from neon_steps.io import load_tensors
 
     tensors = load_tensors(path)
@@ -67,13 +68,13 @@ def real_training_set(dataset: Mapping[str, Any], settings: Mapping[str, Any],
         return gaussian2d(dataset, settings["n_real"], settings["data_seed"]), None
     if dataset["kind"] == "digits":
         if path is None:
-            raise ValueError("datasets: a digits model trains on the stored data set; pass its path")
+            raise ConfigError("datasets: a digits model trains on the stored data set; pass its path")
         images, labels = load_split(path, "train")
         n = int(settings["n_real"])
         if n > len(images):
-            raise ValueError(f"base.n_real: {n} is more than the {len(images)} training images")
+            raise ConfigError(f"base.n_real: {n} is more than the {len(images)} training images")
         if n < len(images):
             rows = torch.randperm(len(images), generator=torch.Generator().manual_seed(int(settings["data_seed"])))[:n]
             images, labels = images[rows], labels[rows]
         return images, labels
-    raise ValueError(f"datasets: unknown kind {dataset['kind']!r}")
+    raise ConfigError(f"datasets: unknown kind {dataset['kind']!r}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from neon_steps.errors import ConfigError
 
 Point = tuple  # (w, gamma)
 MODES = ("grid", "greedy", "brent", "quadratic")
@@ -108,7 +109,7 @@ def next_points(settings: Settings, evaluated: Mapping[Point, float], noise: flo
     """Replay `settings.mode` against `evaluated` ({(w, γ): fid}); `noise` is the FID's standard
     deviation between draws at the search's sample count (0 when unknown)."""
     if settings.mode not in MODES:
-        raise ValueError(f"search.mode: {settings.mode!r} is not one of {', '.join(MODES)}")
+        raise ConfigError(f"search.mode: {settings.mode!r} is not one of {', '.join(MODES)}")
     oracle = Oracle(evaluated, settings.decimals, settings.max_evals)
     tol = max(settings.tol, noise if math.isfinite(noise) else 0.0)
     strategy = STRATEGIES[settings.mode]

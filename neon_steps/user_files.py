@@ -9,13 +9,10 @@ import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from neon_steps.errors import NotRecognised
 from neon_steps.io import read_header
 
 PICKLE_PROTO = 0x80  # the first byte of every pickle of protocol 2 or later (torch.save's legacy format too)
-
-
-class NotRecognised(ValueError):
-    """A file that is none of the formats the workflow reads; the message says what it looks like."""
 
 
 def kind(path: str | Path) -> str:

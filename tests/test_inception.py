@@ -10,7 +10,7 @@ from neon_steps import metrics
 from neon_steps.io import load_tensors
 from neon_steps.metrics import inception
 from neon_steps.reference import build_reference
-from neon_steps.stage import NeonError
+from neon_steps.errors import NeonError
 
 torch.set_num_threads(1)  # a shared 2-core machine: two threads stall each other under load
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import paper_standins as standins
+from conftest import gauss2d
 from neon_steps.base import import_base, train_base
 from neon_steps.ckpt import extract_weights
 from neon_steps.finetune import finetune_segment
@@ -17,7 +18,7 @@ from neon_steps.merge import merge_checkpoints
 from neon_steps.models import load_adapter
 from neon_steps.sample import sample_synthetic
 from neon_steps.sampling import balanced_labels
-from neon_steps.stage import NeonError
+from neon_steps.errors import NeonError
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)  # a shared 2-core machine: two threads stall each other under load
@@ -206,7 +207,6 @@ def test_docs_adapter_example_runs_through_the_stages(tmp_path, monkeypatch):
     model = paper_model("user", f"{module}:PointFlow", {"n_real": 256, "data_seed": 0, "seed": 0, "lr": 3e-3,
                                                         "batch_size": 64, "images": 0.005},
                         {"hidden": 32}, kappa={"steps": 4}, eval_kappa={"steps": 8})
-    model["dataset_spec"] = {"kind": "gaussian2d", "mean": [0.0, 0.0], "cov": [[2.0, 1.0], [1.0, 2.0]],
-                             "reference": {"n": 100, "seed": 1}}
+    model["dataset_spec"] = gauss2d(reference_n=100, reference_seed=1)
     round_trip(model, tmp_path, (2,), trained_base=True)
     sys.modules.pop(module, None)

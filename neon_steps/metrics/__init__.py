@@ -12,6 +12,7 @@ from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 from neon_steps import data
+from neon_steps.errors import ConfigError
 
 PRC_NEIGHBORHOOD = 5  # the paper's k for precision and recall
 
@@ -31,9 +32,9 @@ def features(dataset: Mapping[str, Any], samples: torch.Tensor, extractor=None,
         from neon_steps.metrics import digits
 
         if extractor is None:
-            raise ValueError("datasets: digits features need the classifier's weights (extractor=...)")
+            raise ConfigError("datasets: digits features need the classifier's weights (extractor=...)")
         return digits.extract(samples, extractor)
-    raise ValueError(f"datasets: no feature space for kind {dataset['kind']!r}")
+    raise ConfigError(f"datasets: no feature space for kind {dataset['kind']!r}")
 
 
 def reference(dataset: Mapping[str, Any], data_path=None, extractor=None,
@@ -60,7 +61,7 @@ def reference(dataset: Mapping[str, Any], data_path=None, extractor=None,
         return {"mu": torch.tensor(dataset["mean"], dtype=torch.float64),
                 "sigma": torch.tensor(dataset["cov"], dtype=torch.float64),
                 "features": features(dataset, real)}
-    raise ValueError(f"datasets: no reference for kind {dataset['kind']!r}")
+    raise ConfigError(f"datasets: no reference for kind {dataset['kind']!r}")
 
 
 def fid(generated: torch.Tensor, ref: Mapping[str, torch.Tensor]) -> float:

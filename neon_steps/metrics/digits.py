@@ -112,7 +112,7 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
     def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
         super().__init__(name, features_list)
         if feature_extractor_weights_path is None:
-            raise ValueError(f"{NAME}: pass feature_extractor_weights_path (the classifier rule's output)")
+            raise ValueError(f"{NAME}: pass feature_extractor_weights_path (the train_classifier rule's output)")
         self.net = load(feature_extractor_weights_path)
 
     @staticmethod

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from neon_steps.metrics import extraction
-from neon_steps.stage import NeonError
+from neon_steps.errors import NeonError
 
 NAME = "inception-v3-compat"
 LAYER = "2048"  # the pool features FID and precision/recall use

@@ -80,7 +80,7 @@ class Adapter(abc.ABC):
         self.net.load_state_dict({k: v.to(self.device) for k, v in tensors.items()}, strict=True)
 
     def load_checkpoint(self, path) -> "Adapter":
-        """θ_r from a checkpoint in the codebase's own format (the `base` rule's conversion).
+        """θ_r from a checkpoint in the codebase's own format (the `prepare_base` rule's conversion).
         By default: the tensors at `base.key` (or `checkpoint_key`) of a safetensors file or a
         PyTorch checkpoint, `module.` prefixes stripped; pickles only with `base.allow_pickle`."""
         from neon_steps.checkpoints import open_checkpoint

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from neon_steps.models import images, knobs
 from neon_steps.models.base import Adapter, Kappa
-from neon_steps.stage import NeonError
+from neon_steps.errors import NeonError
 
 OBJECTIVES = ("epsilon", "v_prediction", "sample")
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from neon_steps.models import knobs
 from neon_steps.models.base import Adapter, Kappa
-from neon_steps.stage import NeonError
+from neon_steps.errors import NeonError
 
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from neon_steps.models.base import Adapter
-from neon_steps.stage import NeonError
+from neon_steps.errors import NeonError
 
 
 class Missing(Adapter):

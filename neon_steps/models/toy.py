@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from neon_steps.models import knobs
 from neon_steps.models.base import Adapter, Kappa
+from neon_steps.errors import ConfigError
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -41,7 +42,7 @@ class EpsilonMLP(nn.Module):
                  time_input: str = "sinusoidal"):
         super().__init__()
         if time_input not in TIME_INPUTS:
-            raise ValueError(f"arch.time_input: {time_input!r} is not one of {', '.join(TIME_INPUTS)}")
+            raise ConfigError(f"arch.time_input: {time_input!r} is not one of {', '.join(TIME_INPUTS)}")
         self.time_input, self.timesteps = time_input, timesteps
         self.time_dim = time_dim if time_input == "sinusoidal" else 1
         self.mlp = mlp([dim + self.time_dim] + [hidden] * layers + [dim])
