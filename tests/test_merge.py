@@ -6,7 +6,6 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +14,10 @@ from safetensors.torch import load_file, save_file
 from neon_steps import merge
 from neon_steps.checkpoints import SafetensorsCheckpoint, open_checkpoint
 from neon_steps.io import load_metadata
-from neon_steps.merge import MergeError, main, merge_checkpoints, merge_state_dicts
+from neon_steps.cli import main
+from neon_steps.errors import MergeError
+from neon_steps.extrapolation import merge_state_dicts
+from neon_steps.merge import merge_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -443,7 +445,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(files, tmp_path, monkeypatch, 
 
 def test_python_m_runs_the_cli_without_traceback(files, tmp_path):
     base_path, _, _, _ = files
-    proc = subprocess.run([sys.executable, "-m", "neon_steps.merge", str(base_path), str(tmp_path / "nope.pt"),
+    proc = subprocess.run([sys.executable, "-m", "neon_steps.cli", str(base_path), str(tmp_path / "nope.pt"),
                            "--w", "1", "--out", str(tmp_path / "out.safetensors")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr == f"neon-merge: error: {tmp_path / 'nope.pt'}: no such file\n"
@@ -458,8 +460,8 @@ def test_help_explains_the_sign_of_w(capsys):
         assert part in text
 
 
-def test_snakemake_script_entry_keeps_the_adapters_buffers(tmp_path):
-    """The rule's entry asks the model's adapter what is mergeable: the toy DDPM's noise schedule
+def test_the_rules_merge_keeps_the_adapters_buffers(tmp_path, capsys):
+    """The rule's merge asks the model's adapter what is mergeable: the toy DDPM's noise schedule
     (a buffer) stays the base's even where θ_s's differs; its weights are merged."""
     from neon_steps.models import load_adapter
 
@@ -469,22 +471,10 @@ def test_snakemake_script_entry_keeps_the_adapters_buffers(tmp_path):
     selftrained = {k: v + 0.5 for k, v in base.items()}  # buffers differ too
     save_file(base, tmp_path / "base.safetensors")
     save_file(selftrained, tmp_path / "selftrained.safetensors")
-
-    class Params(dict):
-        __getattr__ = dict.__getitem__
-
-    smk = SimpleNamespace(input=SimpleNamespace(base=str(tmp_path / "base.safetensors"),
-                                                selftrained=str(tmp_path / "selftrained.safetensors")),
-                          output=[str(tmp_path / "w1.safetensors"), str(tmp_path / "w2.safetensors")],
-                          params=Params(w=[1.0, 2.0], model=model),
-                          log=[str(tmp_path / "merge.log")], threads=1)
-    threads = torch.get_num_threads()
-    try:
-        merge._run_from_snakemake(smk)
-    finally:
-        torch.set_num_threads(threads)
+    merge.merge_point(model, str(tmp_path / "base.safetensors"), str(tmp_path / "selftrained.safetensors"),
+                      [1.0, 2.0], [str(tmp_path / "w1.safetensors"), str(tmp_path / "w2.safetensors")])
     for w in (1.0, 2.0):
         merged = load_file(tmp_path / f"w{w:g}.safetensors")
         assert same_bits(merged["alpha_bar"], base["alpha_bar"])
         assert torch.allclose(merged["mlp.0.weight"], base["mlp.0.weight"] - w * 0.5, atol=1e-6)
-    assert "w=2:" in (tmp_path / "merge.log").read_text()
+    assert "w=2:" in capsys.readouterr().err

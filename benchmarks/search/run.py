@@ -3,7 +3,7 @@ dense grid's optimum, on the embedded toy models and on analytic (w, γ) surface
 
     python benchmarks/search/run.py --workdir /tmp/neon-search-bench
 
-The toys' bases and θ_s come from the workflow (`snakemake --until ckpt reference` on config.yaml's
+The toys' bases and θ_s come from the workflow (`snakemake --until extract_selftrained reference_statistics`, on config.yaml's
 toy models, run here when missing). Every evaluation then runs in this process, exactly as the fid
 stage does it (merge, draw at the evaluation seed, FID); the search modes call neon_steps.search,
 the same code as the workflow's rounds, with the base's FID spread over seeds 3, 4, 5 as noise.
@@ -68,7 +68,7 @@ class Evaluator:
 
     def __call__(self, w: float, gamma: float, seed: int | None = None) -> float:
         from neon_steps.fid import evaluation_kappa
-        from neon_steps.merge import merge_state_dicts
+        from neon_steps.extrapolation import merge_state_dicts
         from neon_steps.sampling import balanced_labels, draw
 
         settings = self.spec["evaluate"]
@@ -161,7 +161,7 @@ def main() -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     config_path = toy_config(args.workdir, args.digits)
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(args.workdir),
-                    "--configfile", str(config_path), "--cores", "2", "--until", "ckpt", "reference", "-q"], check=True)
+                    "--configfile", str(config_path), "--cores", "2", "--until", "extract_selftrained", "reference_statistics", "-q"], check=True)
     config = neon_config.load(config_path)
     config["models"] = neon_config.resolve_models(config["models"])
     neon_config.validate(config)
