@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from neon_steps import aggregate
+from neon_steps import figures, tables
 from neon_steps.io import save_tensors
 
-DPI = 110  # aggregate.save_figure's
+DPI = 110  # figures.save_figure's
 
 
 def sweep_of(models: dict[str, str]) -> pd.DataFrame:
@@ -17,7 +17,7 @@ def sweep_of(models: dict[str, str]) -> pd.DataFrame:
              "fid": 1.0 + (w - 0.5) ** 2, "precision": 0.9, "recall": 0.9, "n": 100, "prc_n": 100,
              "nfe": 10, "seed": 3}
             for model, family in models.items() for w in (-0.5, 0.0, 0.5)]
-    return pd.DataFrame(rows, columns=aggregate.SWEEP_COLUMNS)
+    return pd.DataFrame(rows, columns=tables.SWEEP_COLUMNS)
 
 
 def previews_of(sweep: pd.DataFrame, models, folder) -> dict[tuple, str]:
@@ -30,7 +30,7 @@ def previews_of(sweep: pd.DataFrame, models, folder) -> dict[tuple, str]:
                             "labels": labels},
                      {key: row[key] for key in ["model", "S", "B", "w", "gamma"]})
         files.append(path)
-    return aggregate.previews_by_point(files)
+    return figures.previews_by_point(files)
 
 
 def pixels(path) -> tuple[int, int]:
@@ -46,11 +46,11 @@ def pixels(path) -> tuple[int, int]:
 def test_summary_has_a_panel_per_toy_model_and_two_per_image_model(tmp_path, toy, images, columns, height_in):
     sweep = sweep_of({**{m: "diffusion" for m in toy}, **{m: "diffusion" for m in images}})
     out = tmp_path / "summary.png"
-    aggregate.plot_summary(sweep, previews_of(sweep, images, tmp_path), out)
+    figures.plot_summary(sweep, previews_of(sweep, images, tmp_path), out)
     assert pixels(out) == (round(3.4 * columns * DPI), round(height_in * DPI))
 
 
 def test_the_toy_panel_names_the_best_w_with_its_sign():
-    assert aggregate.what_w_is(0.4) == "w=+0.4 (Neon, away from θ_s)"
-    assert aggregate.what_w_is(-0.2) == "w=-0.2 (toward θ_s)"
-    assert aggregate.what_w_is(0.0) == "w=0 (the base)"
+    assert figures.what_w_is(0.4) == "w=+0.4 (Neon, away from θ_s)"
+    assert figures.what_w_is(-0.2) == "w=-0.2 (toward θ_s)"
+    assert figures.what_w_is(0.0) == "w=0 (the base)"
