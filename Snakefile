@@ -18,12 +18,13 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/search_functions.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sample.smk"
 include: "rules/finetune.smk"
 include: "rules/merge.smk"
-include: "rules/fid.smk"
+include: "rules/evaluate.smk"
 include: "rules/search.smk"
 include: "rules/aggregate.smk"
 

@@ -1,6 +1,6 @@
-"""Stage `base`: θ_r. Embedded models train it on real data; real models (`base.checkpoint`) read
-the user's checkpoint through their adapter and save its θ_r weights, so that every later stage
-reads one safetensors file whatever the codebase's own format."""
+"""Stage `base` (rule prepare_base): θ_r. Embedded models train it on real data; real models
+(`base.checkpoint`) read the user's checkpoint through their adapter and save its θ_r weights, so
+that every later stage reads one safetensors file whatever the codebase's own format."""
 
 import sys
 from pathlib import Path
@@ -8,20 +8,19 @@ from typing import Any, Mapping
 
 import torch
 
-from neon_steps import data, stage
+from neon_steps import data
 from neon_steps.models import load_adapter
 from neon_steps.training import Recipe, Trainer, steps_for
+from neon_steps.device import default_device
+from neon_steps.errors import NeonError
 
 
 def train_base(model: Mapping[str, Any], out: str, data_path: str | None = None) -> None:
-    """`data_path`: the stored data set (the `dataset` rule's output) for image data sets."""
+    """`data_path`: the stored data set (the `store_dataset` rule's output) for image data sets."""
     settings = model["base"]
-    try:
-        real, labels = data.real_training_set(model["dataset_spec"], settings, data_path)
-    except ValueError as err:
-        raise stage.NeonError(str(err)) from None
+    real, labels = data.real_training_set(model["dataset_spec"], settings, data_path)
     torch.manual_seed(settings["seed"])  # initial weights
-    adapter = load_adapter(model, device=stage.device())
+    adapter = load_adapter(model, device=default_device())
     recipe = Recipe.from_config(settings)
     trainer = Trainer(adapter, recipe)
     losses = trainer.train(real, labels, steps_for(settings["images"] * 1e6, recipe.batch_size), desc="base")
@@ -34,8 +33,8 @@ def import_base(model: Mapping[str, Any], out: str) -> None:
     where, settings = f"models.{model['name']}.base", model["base"]
     for field in ("checkpoint", "source"):
         if field in settings and not Path(settings[field]).exists():
-            raise stage.NeonError(f"{where}.{field}: {settings[field]}: no such file or folder")
-    adapter = load_adapter(model, device=stage.device())
+            raise NeonError(f"{where}.{field}: {settings[field]}: no such file or folder")
+    adapter = load_adapter(model, device=default_device())
     adapter.load_checkpoint(settings["checkpoint"])
     print(f"base: θ_r from {settings['checkpoint']} ({sum(t.numel() for t in adapter.state_dict().values())} "
           f"values)", file=sys.stderr)
@@ -47,23 +46,3 @@ def make_base(model: Mapping[str, Any], out: str, data_path: str | None = None) 
         import_base(model, out)
     else:
         train_base(model, out, data_path)
-
-
-def main(argv=None) -> int:
-    parser = stage.model_parser(__doc__)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--data", default=None, type=stage.existing("safetensors"),
-                        help="the stored data set, for image data sets (.safetensors)")
-    args = parser.parse_args(argv)
-    model = stage.model_from_args(args)
-    with stage.logged(args.log):
-        make_base(model, args.out, args.data)
-    return 0
-
-
-if __name__ == "__main__":
-    if "snakemake" in globals():
-        smk = snakemake  # noqa: F821
-        stage.run_snakemake(smk, lambda: make_base(smk.params.model, smk.output[0], smk.input.get("data")))
-    else:
-        sys.exit(main())

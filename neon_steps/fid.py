@@ -1,9 +1,11 @@
-"""Stage `fid`: evaluate a merged model at CFG scale γ — FID, precision and recall (k=5).
+"""Stage `fid`: evaluate a merged model at CFG scale γ — FID, precision and recall (k=5). One
+function per rule: `evaluate` (evaluate_point, evaluate_noise_seed), `evaluate_line`,
+`evaluate_final`.
 
 Every (w, γ) point of a model draws with the same seed and labels (common random numbers), so
 differences between points are differences between models, not between draws. A point is one
-job (`fid`, after its `merge`), or, for models whose evaluation takes less time than a job takes
-to start (`evaluate.jobs: per_line`), every w of one (|S|, B, γ) is one job (`fid_line`), merged
+job (`evaluate_point`, after its `merge`), or, for models whose evaluation takes less time than a job takes
+to start (`evaluate.jobs: per_line`), every w of one (|S|, B, γ) is one job (`evaluate_line`), merged
 in memory by the merge stage's arithmetic."""
 
 import shutil
@@ -13,12 +15,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from neon_steps import metrics, stage
+from neon_steps import metrics
 from neon_steps.io import file_identity, fingerprint, load_metadata, load_tensors, save_tensors, write_json
-from neon_steps.merge import merge_state_dicts
+from neon_steps.extrapolation import merge_state_dicts
 from neon_steps.models import load_adapter
 from neon_steps.sampling import balanced_labels, draw
 from neon_steps.seeding import derive_seed
+from neon_steps.device import default_device
+from neon_steps.errors import NeonError
 
 
 def evaluation_kappa(model: Mapping[str, Any], gamma: float) -> dict:
@@ -38,7 +42,7 @@ def evaluate(model: Mapping[str, Any], weights: str, reference: str, point: Mapp
     save the samples' features (a final evaluation at this point starts from them), or None."""
     settings = model["evaluate"]
     start = time.time()
-    adapter = load_adapter(model, device=stage.device()).load(weights)
+    adapter = load_adapter(model, device=default_device()).load(weights)
     kappa = evaluation_kappa(model, point["gamma"])
     n = settings["n"]
     labels = balanced_labels(n, adapter.num_classes, settings["seed"]) if adapter.conditional else None
@@ -65,7 +69,7 @@ def evaluate_line(model: Mapping[str, Any], base: str, selftrained: str, referen
     would write it, then drawn and scored exactly as `evaluate` does (same seed, same labels), so
     each record equals that point's own metrics file. `out`: a JSON list of the records."""
     settings = model["evaluate"]
-    adapter = load_adapter(model, device=stage.device())
+    adapter = load_adapter(model, device=default_device())
     base_weights, selftrained_weights = load_tensors(base), load_tensors(selftrained)
     kappa = evaluation_kappa(model, point["gamma"])
     n = settings["n"]
@@ -127,13 +131,13 @@ def evaluate_final(model: Mapping[str, Any], weights: str, reference: str, point
     reused = load_tensors(search_features)["features"].double()
     meta = load_metadata(search_features)
     if int(meta["seed"]) != settings["seed"] or int(meta["shard_size"]) != settings["shard_size"]:
-        raise stage.NeonError(f"{search_features}: drawn with another seed or shard size than evaluate's; "
-                              f"rerun its fid job")
+        raise NeonError(f"{search_features}: drawn with another seed or shard size than evaluate's; "
+                              f"rerun its evaluate_point job")
     n_search = len(reused)
     if n_search % settings["shard_size"] or n_final <= n_search:
-        raise stage.NeonError(f"evaluate.search.final_n: {n_final} samples cannot extend the search's {n_search} "
+        raise NeonError(f"evaluate.search.final_n: {n_final} samples cannot extend the search's {n_search} "
                               f"in shards of {settings['shard_size']}")
-    adapter = load_adapter(model, device=stage.device()).load(weights)
+    adapter = load_adapter(model, device=default_device()).load(weights)
     kappa = evaluation_kappa(model, point["gamma"])
     labels = (final_labels(n_search, n_final, adapter.num_classes, settings["seed"]) if adapter.conditional else None)
     print(f"final evaluation: {n_search} samples' features reused from the search, sampling {n_final - n_search}",
@@ -144,45 +148,3 @@ def evaluate_final(model: Mapping[str, Any], weights: str, reference: str, point
     feats = torch.cat([reused, features_of(model, samples, extractor)])
     write_metrics(out, model, adapter, point, feats, reference, start,
                   n_reused=n_search, n_sampled=len(samples), nfe=adapter.nfe(kappa))
-
-
-def main(argv=None) -> int:
-    parser = stage.model_parser(__doc__)
-    parser.add_argument("--weights", required=True, type=stage.existing("safetensors"),
-                        help="merged weights (.safetensors)")
-    parser.add_argument("--reference", required=True, type=stage.existing("safetensors"),
-                        help="the data set's reference (.safetensors)")
-    parser.add_argument("--gamma", type=float, default=1.0)
-    parser.add_argument("--out", required=True, help="metrics (.json)")
-    parser.add_argument("--classifier", default=None, type=stage.existing("safetensors"),
-                        help="the feature extractor's weights (image data sets)")
-    parser.add_argument("--preview", default=None, help="save the first 100 samples here (.safetensors)")
-    args = parser.parse_args(argv)
-    model = stage.model_from_args(args)
-    with stage.logged(args.log):
-        evaluate(model, args.weights, args.reference, {"gamma": args.gamma}, args.out, args.classifier, args.preview)
-    return 0
-
-
-if __name__ == "__main__":
-    if "snakemake" in globals():
-        smk = snakemake  # noqa: F821
-        wc = smk.wildcards
-        # fid: a merged model at (S, B, w, γ); fid_noise: the base (w = 0) at γ, at another seed
-        point = {key: cast(wc[key]) for key, cast in (("S", int), ("B", float), ("w", float), ("gamma", float))
-                 if key in wc.keys()}
-        point.setdefault("w", 0.0)
-        if smk.rule == "fid_line":
-            stage.run_snakemake(smk, lambda: evaluate_line(smk.params.model, smk.input.base, smk.input.selftrained,
-                                                           smk.input.reference, point, smk.params.w, smk.output[0],
-                                                           smk.input.get("classifier")))
-        elif smk.rule == "fid_final":
-            stage.run_snakemake(smk, lambda: evaluate_final(smk.params.model, smk.input.weights, smk.input.reference,
-                                                            point, smk.params.n, smk.input.search, smk.output[0],
-                                                            smk.input.get("classifier")))
-        else:
-            stage.run_snakemake(smk, lambda: evaluate(smk.params.model, smk.input.weights, smk.input.reference,
-                                                      point, smk.output[0], smk.input.get("classifier"),
-                                                      smk.output.get("preview"), smk.output.get("features")))
-    else:
-        sys.exit(main())

@@ -1,18 +1,17 @@
-"""Stage `search_round`: one round of a (w, γ) search for one (model, |S|, B).
+"""Stage `search_round` (rule search_round): one round of a (w, γ) search for one (model, |S|, B).
 
 Reads every FID evaluated so far (the previous round's points and the ones it asked for), the
 base's FID at the noise seeds, replays the search (neon_steps/search.py) and writes which points
 to evaluate next, or that the search is done and which point it chose. The last allowed round
 (search.max_rounds) is always done: the DAG stays finite."""
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from neon_steps import search, stage
+from neon_steps import search
 from neon_steps.io import write_json
 
 
@@ -52,35 +51,3 @@ def search_round(settings: Mapping[str, Any], k: int, metric_files: Sequence[str
     print(f"round {k} ({config.mode}): {len(evaluated)} points evaluated, noise {noise:.4g}; "
           + (f"done ({step.reason}), best {step.best}" if step.done else f"next {step.next}"), file=sys.stderr)
     return result
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--settings", required=True, help="JSON: the search settings with w_grid and gammas")
-    parser.add_argument("--round", type=int, required=True)
-    parser.add_argument("--base", nargs="+", required=True, type=stage.existing("json"),
-                        help="metric files of the base (w = 0), every γ")
-    parser.add_argument("--metrics", nargs="*", default=[], type=stage.existing("json"),
-                        help="metric files evaluated so far")
-    parser.add_argument("--noise", nargs="*", default=[], type=stage.existing("json"),
-                        help="the base's metric files at the noise seeds")
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        given = json.loads(args.settings)
-    except ValueError as err:
-        parser.error(f"argument --settings: not JSON ({err})")
-    settings = {"mode": "grid", "tol": 0.0, "max_rounds": 30, **given}
-    with stage.logged(None):
-        search_round(settings, args.round, args.metrics, args.base, args.noise, args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    if "snakemake" in globals():
-        smk = snakemake  # noqa: F821
-        with stage.logged(smk.log[0]):
-            search_round(smk.params.search, int(smk.wildcards.k), smk.input.get("metrics", []), smk.input.base,
-                         smk.input.noise, smk.output[0])
-    else:
-        sys.exit(main())

@@ -1,28 +1,15 @@
-"""What every stage script shares: run under Snakemake (a `snakemake` object) or from the
-command line, log to the rule's log file, pick the device, turn user mistakes into one line."""
+"""The stage runner: what every rule's script (scripts/) shares. A script reads the `snakemake`
+object and calls one library function through `run`, which gives torch the job's threads, logs to
+the rule's log and turns a user mistake into one line."""
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import sys
 import time
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from neon_steps import config as neon_config, user_files
-
-
-class NeonError(Exception):
-    """A user mistake (a missing file, a bad value): reported as one line, never a traceback."""
-
-
-def device():
-    """The GPU when one is visible, the CPU otherwise."""
-    import torch  # here, not above: torch-free stages (search rounds) skip its import
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from neon_steps.errors import NeonError
 
 
 @contextlib.contextmanager
@@ -37,7 +24,7 @@ def logged(log_path: str | None) -> Iterator[None]:
     try:
         yield
         print(f"done in {time.time() - start:.1f} s", file=sys.stderr)
-    except (NeonError, neon_config.ConfigError, OSError) as err:
+    except (NeonError, OSError) as err:
         # A file that cannot be read or written is named, not traced back, as a mistake is.
         line = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else err
         print(f"error: {line}", file=sys.stderr)
@@ -62,59 +49,29 @@ def configure_torch(threads: int) -> None:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
-def run_snakemake(smk, body: Callable[[], None]) -> None:
+def run(smk, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """`function(*args, **kwargs)` as the job of `smk` (the script's `snakemake` object)."""
     configure_torch(smk.threads)
     with logged(smk.log[0] if smk.log else None):
-        body()
+        function(*args, **kwargs)
 
 
-def model_parser(description: str) -> argparse.ArgumentParser:
-    """A command line for one stage of one model of a workflow config."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default="config.yaml", help="workflow config (default: config.yaml)")
-    parser.add_argument("--model", required=True, help="model name in the config's `models`")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--log", default=None, help="log file (default: the terminal)")
-    return parser
+def point(wildcards) -> dict[str, float]:
+    """The (S, B, w, γ) a job's wildcards name, as numbers; w = 0 (the base) where none is named."""
+    casts = {"S": int, "B": float, "w": float, "gamma": float}
+    named = {key: cast(wildcards[key]) for key, cast in casts.items() if key in wildcards.keys()}
+    named.setdefault("w", 0.0)
+    return named
 
 
-def existing(*kinds: str) -> Callable[[str], str]:
-    """An argparse type: the path of an existing file of one of `kinds` (user_files.kind's, or
-    "json"), so that a stage run by hand names a wrong input in one line before it starts."""
-    def check(path: str) -> str:
-        if not Path(path).exists():
-            raise argparse.ArgumentTypeError(f"{path}: no such file")
-        if "json" in kinds:
-            try:
-                json.loads(Path(path).read_text())
-            except (ValueError, UnicodeDecodeError) as err:
-                raise argparse.ArgumentTypeError(f"{path}: not a JSON file ({err})") from None
-            return path
-        try:
-            found = user_files.kind(path)
-        except user_files.NotRecognised as err:
-            raise argparse.ArgumentTypeError(f"{path}: {err}") from None
-        if kinds and found not in kinds:
-            raise argparse.ArgumentTypeError(f"{path}: a {found}, not a {' or '.join(kinds)} file")
-        return path
-
-    return check
-
-
-def dataset_from_args(args: argparse.Namespace) -> dict:
-    """The config's data set `args.dataset`, for command-line runs of the data set stages."""
-    try:
-        datasets = neon_config.load(args.config)["datasets"]
-    except (OSError, neon_config.ConfigError) as err:
-        raise SystemExit(f"error: {err}") from None
-    if args.dataset not in datasets:
-        raise SystemExit(f"error: datasets: no dataset named {args.dataset!r}")
-    return datasets[args.dataset]
-
-
-def model_from_args(args: argparse.Namespace) -> dict:
-    configure_torch(args.threads)
-    try:
-        return neon_config.model_spec(neon_config.load(args.config), args.model)
-    except (OSError, neon_config.ConfigError) as err:
-        raise SystemExit(f"error: {err}") from None
+def by_role(named_inputs, *roles: str) -> dict[str, list[str]]:
+    """A rule's named inputs gathered by role: `metrics` and every `metrics__<part>` (the files of
+    one part, such as one search, given by its own input function) into one list, in order; a
+    role no input has is an empty list."""
+    gathered: dict[str, list[str]] = {role: [] for role in roles}
+    for name, files in named_inputs.items():
+        role = name.split("__")[0]
+        if role not in gathered:
+            raise KeyError(f"input {name!r}: not one of the roles {', '.join(roles)}")
+        gathered[role].extend([files] if isinstance(files, str) else files)
+    return gathered

@@ -1,10 +1,13 @@
+# The results: every evaluated point into tables/sweep.csv and the paper's Table A.1
+# (tables/table_a1.csv), the figures, and the report's pages.
+
+
 rule aggregate:
     input:
+        *map(unpack, get_search_results()),
         metrics=[f for model in grid_models() for f in metric_files(model)],
         previews=[f for model in grid_models() for f in preview_files(model)],
-        noise=all_noise_files(),
-        # one input function per search, so that their rounds run side by side
-        **search_inputs(),
+        noise=[f for model in MODELS for f in noise_files(model)],
     # report(): what `snakemake --report` shows, each with its caption under report/. Tables have
     # one label only: with two results in a category, a second label that differs between them
     # would become an on/off toggle in the report's list instead of a column.
@@ -64,4 +67,4 @@ rule aggregate:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/aggregate.py"
+        "../scripts/aggregate.py"

@@ -1,40 +1,21 @@
-rule reference:
-    input:
-        unpack(lambda wc: dataset_inputs(wc.dataset, "data", "classifier")),
-    output:
-        # update: kept (and restored) if the job fails on a user file that passed the load-time
-        # checks but not its reader (a zip without the statistics in it)
-        update(path("reference")),
-    params:
-        dataset=lambda wc: DATASETS[wc.dataset],
-        files=lambda wc: dataset_files(wc.dataset),
-    log:
-        log("reference", "{dataset}"),
-    benchmark:
-        bench("reference", "{dataset}")
-    resources:
-        runtime=30,
-        mem_mb=4000,
-    conda:
-        "../envs/neon.yaml"
-    script:
-        "../neon_steps/reference.py"
+# θ_r, the base generator that Algorithm 1 requires: trained here on real data (the embedded
+# models), or converted from the user's checkpoint by the model's adapter (the paper's models).
 
 
-rule base:
+rule prepare_base:
     input:
-        unpack(lambda wc: model_inputs(wc.model, "data")),
+        unpack(get_base_inputs),
     output:
         # update: kept (and restored) if the job fails, as a conversion can on a checkpoint that
         # passed the load-time checks but not the adapter (a key that is not in it)
         update(path("base")),
     params:
-        model=lambda wc: model_spec(wc.model, "base", dataset=True),
-        files=lambda wc: base_files(wc.model),  # a user checkpoint: converted, not trained
+        model=get_base_settings,
+        files=get_base_files,  # a user checkpoint: converted, not trained
     log:
-        log("base", "{model}"),
+        log("prepare_base", "base"),
     benchmark:
-        bench("base", "{model}")
+        bench("prepare_base", "base")
     # An image model's chain (its base, S, fine-tune, evaluations) is the run's longest: its base
     # goes before the toys' jobs and the data set's classifier.
     priority: get_base_priority
@@ -46,4 +27,4 @@ rule base:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/base.py"
+        "../scripts/prepare_base.py"

@@ -1,17 +1,17 @@
-# Data sets that ship inside a package (scikit-learn's digits) are stored once as an artifact with
-# a fixed train / held-out split; the CNN whose features score them is trained here too.
+# The data sets: what every evaluation compares against. Data sets that ship inside a package
+# (scikit-learn's digits) are stored once as an artifact with a fixed train / held-out split, and
+# the CNN whose features score them is trained here too; the 2-D toy needs neither.
 
 
-rule dataset:
+rule store_dataset:
     output:
         path("data"),
     params:
-        # The reference (feature space) settings belong to the classifier and reference rules.
-        dataset=lambda wc: {k: v for k, v in DATASETS[wc.dataset].items() if k != "reference"},
+        dataset=get_dataset_settings,
     log:
-        log("dataset", "{dataset}"),
+        log("store_dataset", "data"),
     benchmark:
-        bench("dataset", "{dataset}")
+        bench("store_dataset", "data")
     priority: 2  # every job of the image models waits for it
     threads: 1
     resources:
@@ -20,20 +20,20 @@ rule dataset:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/dataset.py"
+        "../scripts/store_dataset.py"
 
 
-rule classifier:
+rule train_classifier:
     input:
         path("data"),
     output:
         path("classifier"),
     params:
-        settings=lambda wc: DATASETS[wc.dataset].get("reference", {}).get("classifier", {}),
+        settings=get_classifier_settings,
     log:
-        log("classifier", "{dataset}"),
+        log("train_classifier", "classifier"),
     benchmark:
-        bench("classifier", "{dataset}")
+        bench("train_classifier", "classifier")
     threads: 1
     resources:
         runtime=30,
@@ -41,4 +41,27 @@ rule classifier:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/classifier.py"
+        "../scripts/train_classifier.py"
+
+
+rule reference_statistics:
+    input:
+        unpack(get_reference_inputs),
+    output:
+        # update: kept (and restored) if the job fails on a user file that passed the load-time
+        # checks but not its reader (a zip without the statistics in it)
+        update(path("reference")),
+    params:
+        dataset=get_reference_settings,
+        files=get_dataset_files,
+    log:
+        log("reference_statistics", "reference"),
+    benchmark:
+        bench("reference_statistics", "reference")
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    conda:
+        "../envs/neon.yaml"
+    script:
+        "../scripts/reference_statistics.py"

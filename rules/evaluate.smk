@@ -1,6 +1,10 @@
-rule fid:
+# Choosing w (and γ) by FID: each point (w, γ) of θ is sampled and scored against the data set's
+# reference. Every point of a model uses the same noise and labels (common random numbers).
+
+
+rule evaluate_point:
     input:
-        unpack(scoring_inputs),
+        unpack(get_scoring_inputs),
         weights=get_point_weights,
     output:
         metrics=path("point"),
@@ -8,11 +12,11 @@ rule fid:
         # the samples' features: where this point is chosen, the final evaluation starts from them
         features=path("features"),
     params:
-        model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
+        model=get_evaluation_settings,
     log:
-        log("fid", "{model}/S{S}/B{B}/w{w}/g{gamma}"),
+        log("evaluate_point", "point"),
     benchmark:
-        bench("fid", "{model}/S{S}/B{B}/w{w}/g{gamma}")
+        bench("evaluate_point", "point")
     group:
         "evaluate"
     threads: 1
@@ -23,27 +27,27 @@ rule fid:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/fid.py"
+        "../scripts/evaluate_point.py"
 
 
 # Every w of one (|S|, B, γ) in one job, merged in memory (evaluate.jobs: per_line): for models
-# whose evaluation takes milliseconds, where a merge and a fid job per point would spend their
-# time starting Python and torch. Adding a w reruns the line; each record equals what the fid
-# job of that point writes.
-rule fid_line:
+# whose evaluation takes milliseconds, where a merge and an evaluation job per point would spend
+# their time starting Python and torch. Adding a w reruns the line; each record equals what the
+# evaluate_point job of that point writes.
+rule evaluate_line:
     input:
-        unpack(scoring_inputs),
-        base=lambda wc: base_weights(wc.model),
-        selftrained=selftrained_weights,
+        unpack(get_scoring_inputs),
+        base=get_base_weights,
+        selftrained=get_selftrained_weights,
     output:
         path("line"),
     params:
-        model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
-        w=lambda wc: neon_config.w_grid(MODELS[wc.model]),
+        model=get_evaluation_settings,
+        w=get_line_ws,
     log:
-        log("fid_line", "{model}/S{S}/B{B}/g{gamma}"),
+        log("evaluate_line", "line"),
     benchmark:
-        bench("fid_line", "{model}/S{S}/B{B}/g{gamma}")
+        bench("evaluate_line", "line")
     threads: 1
     resources:
         runtime=resource("fid", "runtime", 60),
@@ -52,23 +56,23 @@ rule fid_line:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/fid.py"
+        "../scripts/evaluate_line.py"
 
 
 # The base model at more evaluation seeds (evaluate.noise_seeds): how much FID moves between
 # draws, against which table_a1.csv's improvement is read.
-rule fid_noise:
+rule evaluate_noise_seed:
     input:
-        unpack(scoring_inputs),
-        weights=lambda wc: base_weights(wc.model),
+        unpack(get_scoring_inputs),
+        weights=get_base_weights,
     output:
         metrics=path("noise"),
     params:
-        model=lambda wc: with_eval_seed(model_spec(wc.model, "evaluate", dataset=True), wc.seed),
+        model=get_noise_seed_settings,
     log:
-        log("fid_noise", "{model}/seed{seed}/g{gamma}"),
+        log("evaluate_noise_seed", "noise"),
     benchmark:
-        bench("fid_noise", "{model}/seed{seed}/g{gamma}")
+        bench("evaluate_noise_seed", "noise")
     # Ready as soon as the base is, beside the longer way to any result (sample, fine-tune,
     # merge, evaluate): a free core takes that way first.
     priority: -1
@@ -80,4 +84,4 @@ rule fid_noise:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/fid.py"
+        "../scripts/evaluate_noise_seed.py"

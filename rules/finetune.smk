@@ -1,15 +1,19 @@
-rule finetune:
+# Algorithm 1, step 2: θ_s ← FineTune(θ_r, S, B), one budget segment a job: the segment to B_k
+# starts from the saved state at B_(k-1), so adding a larger B trains one more segment.
+
+
+rule finetune_segment:
     input:
         synthetic=path("synthetic"),
-        start=finetune_start,
+        start=get_finetune_start,
     output:
         path("state"),
     params:
-        model=lambda wc: model_spec(wc.model, "finetune"),
+        model=get_finetune_settings,
     log:
-        log("finetune", "{model}/S{S}/B{B}"),
+        log("finetune_segment", "state"),
     benchmark:
-        bench("finetune", "{model}/S{S}/B{B}")
+        bench("finetune_segment", "state")
     threads: 1
     resources:
         runtime=resource("finetune", "runtime", 240),
@@ -18,18 +22,19 @@ rule finetune:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/finetune.py"
+        "../scripts/finetune_segment.py"
 
 
-rule ckpt:
+# θ_s at B: the weights of the state, without the optimizer, in the base's layout.
+rule extract_selftrained:
     input:
         path("state"),
     output:
         path("ckpt"),
     log:
-        log("ckpt", "{model}/S{S}/B{B}"),
+        log("extract_selftrained", "ckpt"),
     benchmark:
-        bench("ckpt", "{model}/S{S}/B{B}")
+        bench("extract_selftrained", "ckpt")
     threads: 1
     resources:
         runtime=resource("ckpt", "runtime", 30),
@@ -37,4 +42,4 @@ rule ckpt:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/ckpt.py"
+        "../scripts/extract_selftrained.py"

@@ -1,16 +1,19 @@
+# Algorithm 1, step 3: θ ← (1 + w)·θ_r − w·θ_s, one w a job (temporary: its evaluation reads it).
+
+
 rule merge:
     input:
-        base=lambda wc: base_weights(wc.model),
-        selftrained=selftrained_weights,
+        base=get_base_weights,
+        selftrained=get_selftrained_weights,
     output:
         temp(path("merged")),
     params:
-        w=lambda wc: [float(wc.w)],
-        model=lambda wc: model_spec(wc.model),
+        w=get_w,
+        model=get_merge_settings,
     log:
-        log("merge", "{model}/S{S}/B{B}/w{w}"),
+        log("merge", "merged"),
     benchmark:
-        bench("merge", "{model}/S{S}/B{B}/w{w}")
+        bench("merge", "merged")
     group:
         "evaluate"
     threads: 1
@@ -20,4 +23,4 @@ rule merge:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/merge.py"
+        "../scripts/merge.py"

@@ -1,14 +1,17 @@
-rule sample:
+# Algorithm 1, step 1: S ← |S| samples of θ_r, drawn with its usual inference routine κ.
+
+
+rule sample_synthetic:
     input:
-        base=lambda wc: base_weights(wc.model),
+        base=get_base_weights,
     output:
         path("synthetic"),
     params:
-        model=lambda wc: model_spec(wc.model, "synthetic"),
+        model=get_sampling_settings,
     log:
-        log("sample", "{model}/S{S}"),
+        log("sample_synthetic", "synthetic"),
     benchmark:
-        bench("sample", "{model}/S{S}")
+        bench("sample_synthetic", "synthetic")
     threads: 1
     resources:
         runtime=resource("sample", "runtime", 240),
@@ -17,4 +20,4 @@ rule sample:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/sample.py"
+        "../scripts/sample_synthetic.py"

@@ -1,18 +1,20 @@
 # The (w, γ) search of one (model, S, B), one round a checkpoint: a round reads every FID
 # evaluated so far, replays the strategy (neon_steps/search.py) and names the next points, whose
-# fid jobs the next round asks for. Points are ordinary fid outputs, so a point evaluated by any
-# round, mode or grid is never evaluated again.
+# evaluations the next round asks for. Points are ordinary evaluate_point outputs, so a point
+# evaluated by any round, mode or grid is never evaluated again.
+
+
 checkpoint search_round:
     input:
-        unpack(search_round_inputs),
+        unpack(get_round_inputs),
     output:
         path("round"),
     params:
-        search=lambda wc: search_settings(wc.model),
+        search=get_search_settings,
     log:
-        log("search_round", "{model}/S{S}/B{B}/round{k}"),
+        log("search_round", "round"),
     benchmark:
-        bench("search_round", "{model}/S{S}/B{B}/round{k}")
+        bench("search_round", "round")
     localrule: True
     threads: 1
     resources:
@@ -21,25 +23,25 @@ checkpoint search_round:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/search_round.py"
+        "../scripts/search_round.py"
 
 
 # The chosen point at the final sample count (search.final_n): the search's features are the
 # first samples (same seed, same shards), so only the rest is drawn.
-rule fid_final:
+rule evaluate_final:
     input:
-        unpack(scoring_inputs),
+        unpack(get_scoring_inputs),
         weights=get_point_weights,
         search=path("features"),
     output:
         metrics=path("final"),
     params:
-        model=lambda wc: model_spec(wc.model, "evaluate", dataset=True),
-        n=lambda wc: neon_config.final_n(MODELS[wc.model]),
+        model=get_evaluation_settings,
+        n=get_final_n,
     log:
-        log("fid_final", "{model}/S{S}/B{B}/w{w}/g{gamma}"),
+        log("evaluate_final", "final"),
     benchmark:
-        bench("fid_final", "{model}/S{S}/B{B}/w{w}/g{gamma}")
+        bench("evaluate_final", "final")
     threads: 1
     resources:
         runtime=240,
@@ -48,4 +50,4 @@ rule fid_final:
     conda:
         "../envs/neon.yaml"
     script:
-        "../neon_steps/fid.py"
+        "../scripts/evaluate_final.py"

@@ -120,10 +120,10 @@ def test_models_trained_alike_share_one_base():
 
 def test_the_default_run_trains_each_base_once_and_merges_no_w0(tmp_path):
     jobs = planned_jobs(tmp_path, REPO / "config.yaml")
-    assert sorted(w["model"] for rule, w in jobs if rule == "base") == ["digits-ddim-quick", "toy-ar-tau0.5",
+    assert sorted(w["model"] for rule, w in jobs if rule == "prepare_base") == ["digits-ddim-quick", "toy-ar-tau0.5",
                                                                          "toy-ddpm-zeta0.9"]
     assert sorted(w["w"] for rule, w in jobs if rule == "merge") == ["1", "1.5"]
-    assert [w["w"] for rule, w in jobs if rule == "fid"].count("0") == 1  # scored from the base itself
+    assert [w["w"] for rule, w in jobs if rule == "evaluate_point"].count("0") == 1  # scored from the base itself
 
 
 def test_every_spelling_of_the_same_settings_is_the_same_config():

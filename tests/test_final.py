@@ -4,13 +4,14 @@ import json
 
 import pytest
 
+from conftest import gauss2d
 from neon_steps import fid, sampling
+from neon_steps.errors import NeonError
 from neon_steps.io import load_tensors, save_tensors
 from neon_steps.metrics import reference
 from neon_steps.models import load_adapter
 
-DATASET = {"kind": "gaussian2d", "mean": [0.0, 0.0], "cov": [[2.0, 1.0], [1.0, 2.0]],
-           "reference": {"n": 500, "seed": 1000}}
+DATASET = gauss2d(reference_n=500, reference_seed=1000)
 
 
 def model(n):
@@ -57,5 +58,5 @@ def test_a_final_evaluation_from_another_draw_is_refused(files):
     fid.evaluate(model(1000), weights, ref, point, str(folder / "search.json"), features=str(folder / "search.feats"))
     other = model(1000)
     other["evaluate"]["seed"] = 4
-    with pytest.raises(fid.stage.NeonError, match="another seed or shard size"):
+    with pytest.raises(NeonError, match="another seed or shard size"):
         fid.evaluate_final(other, weights, ref, point, 3000, str(folder / "search.feats"), str(folder / "final.json"))

@@ -20,8 +20,9 @@ PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
 # and the fine-tune start beside the base's evaluations); fid_noise evaluates the
 # base at the noise seeds, at every γ. IMM's T = 4, 2, 1 models evaluate T = 8's training, so they
 # add searches only. Later rounds' points appear once the rounds before them have run.
-PAPER_JOBS = {"base": 9, "reference": 4, "sample": 21, "finetune": 122, "ckpt": 122, "search_round": 134,
-              "fid": 438, "fid_noise": 52, "aggregate": 1, "all": 1}
+PAPER_JOBS = {"prepare_base": 9, "reference_statistics": 4, "sample_synthetic": 21, "finetune_segment": 122,
+              "extract_selftrained": 122, "search_round": 134,
+              "evaluate_point": 438, "evaluate_noise_seed": 52, "aggregate": 1, "all": 1}
 
 
 def load(path):
@@ -109,7 +110,7 @@ def test_a_codebase_without_adapter_stops_with_one_line(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert ("config: models.var-d16-imagenet256.adapter: no adapter for the VAR codebase (FoundationVision/VAR) "
             "yet; write one (docs/adapters.md) and set adapter: package.module:Class") in proc.stderr.splitlines()
-    assert not (tmp_path / "results/logs/base").exists()  # no job started
+    assert not (tmp_path / "results/logs/prepare_base").exists()  # no job started
 
 
 def test_training_of_must_share_the_training(tmp_path):

@@ -32,7 +32,7 @@ def fid_jobs(stdout: str) -> list[str]:
     """The fid jobs a snakemake run started, as 'model/S/B/w/gamma'."""
     jobs = []
     for block in re.split(r"\n(?=\s*(?:local)?rule \S+:)", stdout):
-        if re.match(r"\s*(?:local)?rule fid:", block):
+        if re.match(r"\s*(?:local)?rule evaluate_point:", block):
             wc = dict(item.split("=", 1) for item in re.search(r"wildcards: (.*)", block).group(1).split(", "))
             jobs.append("/".join(wc[k] for k in ("model", "S", "B", "w", "gamma")))
     return jobs
@@ -110,7 +110,7 @@ def test_a_dry_run_shows_the_first_round_only(tmp_path):
     jobs = planned_jobs(tmp_path, config)
     rounds = sorted((wc["model"], wc["k"]) for rule, wc in jobs if rule == "search_round")
     assert rounds == [("ar", "0"), ("ddpm", "0")]
-    assert {wc["w"] for rule, wc in jobs if rule == "fid"} == {"0"}
-    assert "fid_final" not in {rule for rule, _ in jobs}
+    assert {wc["w"] for rule, wc in jobs if rule == "evaluate_point"} == {"0"}
+    assert "evaluate_final" not in {rule for rule, _ in jobs}
     out = snakemake(tmp_path, "--dry-run", config=config).stdout
     assert "checkpoint jobs" in out and "<TBD>" in out

@@ -27,8 +27,8 @@ pytestmark = [
 
 REPO = slurm_cluster.REPO
 PROFILE = REPO / "profiles" / "slurm"
-GPU_RULES = {"base", "sample", "finetune", "fid"}
-GROUP = "evaluate"  # merge and fid of one (w) point
+GPU_RULES = {"prepare_base", "sample_synthetic", "finetune_segment", "evaluate_point"}
+GROUP = "evaluate"  # merge and evaluate_point of one (w) point
 WORKFLOW = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(TINY),
             "--profile", str(PROFILE)]
 # What the test cluster changes in the profile: first status check after 2 s, not 40 (the jobs
@@ -66,7 +66,7 @@ def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
     dry_run = subprocess.run([*WORKFLOW, "-d", str(workdir), "--dry-run"], capture_output=True, text=True)
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
     log_file = workdir / "snakemake.log"
-    canceller = slurm_cluster.JobCanceller(log_file, prefixes=("rule_sample_", "rule_finetune_"))
+    canceller = slurm_cluster.JobCanceller(log_file, prefixes=("rule_sample_synthetic_", "rule_finetune_segment_"))
     canceller.start()
     started = time.monotonic()
     with open(log_file, "w") as log:
@@ -107,8 +107,8 @@ def test_every_non_local_job_ran_as_a_slurm_job(slurm_run):
             values = "_".join(value for _, value in wildcards)
             assert job.comment == f"rule_{rule}" + (f"_wildcards_{values}" if values else "")
         else:
-            # merge and fid of several (w) points, batched by the profile's group-components
-            assert rules == ["fid", "merge"] and job.comment == f"rule_{GROUP}_fid_merge"
+            # merge and evaluate_point of several (w) points, batched by the profile's group-components
+            assert rules == ["evaluate_point", "merge"] and job.comment == f"rule_{GROUP}_evaluate_point_merge"
         in_slurm += ran
     # The planned jobs, each run once: in SLURM, or here if local.
     assert Counter(in_slurm) + Counter(local) == Counter(slurm_run.planned)
@@ -135,7 +135,7 @@ def test_a_job_cancelled_mid_way_is_retried(slurm_run):
     retries = [job for job in slurm_run.jobs if job.comment == cancelled[0].comment and job.id != cancelled[0].id]
     assert [job.state for job in retries] == ["COMPLETED"]
     assert retries[0].id > cancelled[0].id
-    assert cancelled[0].comment.startswith(("rule_sample_", "rule_finetune_"))
+    assert cancelled[0].comment.startswith(("rule_sample_synthetic_", "rule_finetune_segment_"))
 
 
 def test_tables_match_a_local_run(slurm_run, tiny_run):

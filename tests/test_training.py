@@ -5,13 +5,13 @@ import sys
 
 import torch
 
-from conftest import REPO
+from conftest import REPO, TOY_DDPM
 from neon_steps.ckpt import extract_weights
 from neon_steps.io import load_metadata, load_tensors
 from neon_steps.models import load_adapter
 from neon_steps.training import Recipe, Trainer, batch_indices, is_state, weights_from_state
 
-SPEC = {"adapter": "toy-diffusion", "arch": {"hidden": 16, "layers": 2, "timesteps": 100}}
+SPEC = TOY_DDPM
 
 
 def fresh():
@@ -72,8 +72,9 @@ def test_ckpt_copies_a_states_weights_byte_for_byte_without_torch(tmp_path):
     assert not is_state(tmp_path / "w.safetensors")
     assert load_metadata(tmp_path / "w.safetensors") == {"model": "toy", "budget_mi": "1e-05", "step": "2",
                                                          "images_seen": "16"}
-    # the ckpt job's imports and set-up: a start-up of Python's, not torch's
-    job = "import sys, neon_steps.ckpt; neon_steps.stage.configure_torch(1); print('torch' in sys.modules)"
+    # the extract_selftrained job's imports and set-up: a start-up of Python's, not torch's
+    job = ("import sys, neon_steps.stage, neon_steps.ckpt; neon_steps.stage.configure_torch(1); "
+           "print('torch' in sys.modules)")
     imported = subprocess.run([sys.executable, "-c", job],
                               capture_output=True, text=True, check=True, cwd=REPO)
     assert imported.stdout.strip() == "False"
