@@ -27,6 +27,33 @@ def pytest_collection_modifyitems(config, items):
         if "slow" in item.keywords or "slurm" in item.keywords:
             item.add_marker(skip)
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+# The models and data the unit tests share: a small toy DDPM, and the 2-D Gaussian it learns.
+TOY_DDPM = {"adapter": "toy-diffusion", "arch": {"hidden": 16, "layers": 2, "timesteps": 100}}
+GAUSS2D_COV = [[2.0, 1.0], [1.0, 2.0]]
+
+
+def gauss2d(reference_n: int, reference_seed: int) -> dict:
+    """The 2-D Gaussian data set of the tests, its reference `reference_n` points drawn with `reference_seed`."""
+    return {"kind": "gaussian2d", "mean": [0.0, 0.0], "cov": GAUSS2D_COV,
+            "reference": {"n": reference_n, "seed": reference_seed}}
+
+
+def assert_drawn_figure(path: Path, min_pixels: tuple[int, int] = (300, 400)) -> None:
+    """A PNG figure of at least `min_pixels` (height, width) with something drawn on it: many
+    distinct colours, not a blank or one-colour canvas."""
+    import matplotlib.image
+
+    assert path.read_bytes().startswith(b"\x89PNG"), path
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] >= min_pixels[0] and pixels.shape[1] >= min_pixels[1], pixels.shape
+    colours = {tuple(p) for p in (pixels[::4, ::4, :3] * 255).astype(int).reshape(-1, 3)}
+    assert len(colours) > 20 and pixels[..., :3].std() > 0.02, (len(colours), pixels.std())
+
+
+def tiny_config() -> dict:
+    """The tiny workflow config (tests/configs/tiny.yaml), as a dict to edit."""
+    return yaml.safe_load(TINY.read_text())
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 

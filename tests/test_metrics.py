@@ -4,10 +4,10 @@ import pytest
 import torch
 from scipy import linalg
 
+from conftest import gauss2d
 from neon_steps import data, metrics
 
-DATASET = {"kind": "gaussian2d", "mean": [0.0, 0.0], "cov": [[2.0, 1.0], [1.0, 2.0]],
-           "reference": {"n": 1000, "seed": 7}}
+DATASET = gauss2d(reference_n=1000, reference_seed=7)
 
 
 @pytest.fixture(scope="module")

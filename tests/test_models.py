@@ -2,10 +2,11 @@
 import pytest
 import torch
 
+from conftest import TOY_DDPM
 from neon_steps.models import adapter_class, load_adapter
 from neon_steps.models.toy import ToyAutoregressive, ToyDiffusion
 
-DDPM = {"adapter": "toy-diffusion", "arch": {"hidden": 16, "layers": 2, "timesteps": 100}}
+DDPM = TOY_DDPM
 DDPM_SCALED = {"adapter": "toy-diffusion", "arch": {**DDPM["arch"], "time_input": "scaled"}}
 STRETCHED = {"sampler": "ddim-stretched-time", "steps": 10}
 AR = {"adapter": "toy-autoregressive", "arch": {"bins": 32, "hidden": 16, "layers": 1}}

@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 import chromium
-from conftest import TINY, snakemake
+from conftest import snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +96,7 @@ def test_the_page_renders_the_workflow_description_of_this_run(built, page):
     # "This run" is the config's models, one row each, from the caption's jinja over the config
     rows = page.evaluate("[...document.querySelectorAll('#app table tbody tr')]"
                          ".map(row => [...row.cells].map(cell => cell.innerText.trim()))")
-    models = yaml.safe_load(TINY.read_text())["models"]
+    models = tiny_config()["models"]
     assert [row[:3] for row in rows] == [[name, spec["adapter"], spec["dataset"]] for name, spec in models.items()]
     assert rows[0][4] == "0.005, 0.01" and rows[0][5] == "-0.5, 0.5"  # ddpm's budgets and w
     for category in CATEGORIES:
