@@ -18,7 +18,8 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/search_functions.smk"
+include: "rules/inputs.smk"
+include: "rules/search_inputs.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sample.smk"

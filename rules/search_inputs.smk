@@ -1,4 +1,4 @@
-# The search's functions (rules/search.smk): which rounds and points a search has asked for so far.
+# The search's input functions (rules/search.smk): which rounds and points a search has asked for so far.
 # Apart from the rules, as `snakemake --lint` asks: a snakefile holds rules or functions.
 
 
