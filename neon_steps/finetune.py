@@ -12,7 +12,8 @@ from neon_steps.device import default_device
 from neon_steps.errors import NeonError
 
 
-def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, start: str, out: str) -> None:
+def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, start: str, out: str,
+                     save_every_images: int | None = None, save_every_minutes: float | None = None) -> None:
     """Train to `budget` Mi images seen; `start` is a base weights file or a previous state.
     A resume point beside `out` lets a killed job continue where it was."""
     settings = model["finetune"]
@@ -20,7 +21,7 @@ def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, st
     adapter = load_adapter(model, device=default_device())
     trainer = Trainer(adapter, recipe)
     resume = ResumePoint(f"{out}.resume", fingerprint([recipe, budget, file_identity(start), file_identity(synthetic)]),
-                         settings.get("save_every_images"), settings.get("save_every_minutes"))
+                         save_every_images, save_every_minutes)
     if resume.restore(trainer):
         print(f"finetune: resuming at {trainer.images_seen} images from {resume.path}", file=sys.stderr)
     elif is_state(start):

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
+from neon_steps.errors import NeonError, NotRecognised
+
 if TYPE_CHECKING:
     import torch
 
@@ -50,7 +52,11 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def read_json(path: str | os.PathLike):
-    return json.loads(Path(path).read_text())
+    """A JSON file's value; a file that is not JSON is named in one line."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise NeonError(f"{path}: not a JSON file ({err})") from None
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
@@ -106,6 +112,8 @@ def header_bytes(header: Mapping[str, object]) -> bytes:
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    with open(path, "rb") as f:
+        read_header(f)  # a file that is not safetensors is named in one line, before the library's error
     return load_file(str(path))
 
 
@@ -115,9 +123,31 @@ def load_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_header(f) -> tuple[dict, int]:
-    """A safetensors file's JSON header (tensor entries and "__metadata__") and its length."""
-    (length,) = struct.unpack("<Q", f.read(8))
-    return json.loads(f.read(length)), length
+    """A safetensors file's JSON header (tensor entries and "__metadata__") and its length; a file
+    that is not one raises NotRecognised, saying what it looks like instead."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    (length,) = struct.unpack("<Q", head) if len(head) == 8 else (size,)
+    if 8 + length > size:  # read no gigabytes of "header" from an HTML page
+        raise not_safetensors(f.name)
+    try:
+        header = json.loads(f.read(length))
+    except (ValueError, UnicodeDecodeError):
+        raise not_safetensors(f.name) from None
+    if not isinstance(header, dict):
+        raise not_safetensors(f.name)
+    return header, length
+
+
+def not_safetensors(path: str | os.PathLike) -> NotRecognised:
+    """The error for a file that should be safetensors and is not: what it is, or looks like."""
+    from neon_steps import user_files  # here: user_files reads headers with read_header
+
+    try:
+        what = f"a {user_files.kind(path)} file, not safetensors"
+    except NotRecognised as err:
+        what = str(err)
+    return NotRecognised(f"{path}: {what}")
 
 
 def file_identity(path: str | os.PathLike) -> dict:

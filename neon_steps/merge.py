@@ -233,3 +233,9 @@ def merge_point(model: Mapping, base: str, selftrained: str, ws: Sequence[float]
     for report in merge_checkpoints(base, selftrained, ws, outs, exclude=exclude,
                                     keep_base=lambda name: not mergeable(name)):
         print(f"merge: {report.summary()}", file=sys.stderr)
+
+
+if __name__ == "__main__":  # `python -m neon_steps.merge`, as before neon-merge moved to neon_steps.cli
+    from neon_steps.cli import main
+
+    sys.exit(main())

@@ -5,18 +5,16 @@ base's FID at the noise seeds, replays the search (neon_steps/search.py) and wri
 to evaluate next, or that the search is done and which point it chose. The last allowed round
 (search.max_rounds) is always done: the DAG stays finite."""
 
-import json
 import statistics
 import sys
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from neon_steps import search
-from neon_steps.io import write_json
+from neon_steps.io import read_json, write_json
 
 
 def read_all(files: Sequence[str]) -> list[dict]:
-    return [json.loads(Path(f).read_text()) for f in files]
+    return [read_json(f) for f in files]
 
 
 def fid_noise(base_results: Sequence[dict], noise_results: Sequence[dict]) -> float:

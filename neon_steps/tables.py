@@ -3,13 +3,11 @@ and table_a1.csv, one row per model, the paper's Table A.1: the base (w = 0) bes
 point, with the fine-tune's extra compute, and the spread of the base's FID between evaluation
 seeds where `evaluate.noise_seeds` asks for it."""
 
-import json
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
 
-from neon_steps.io import atomic_path
+from neon_steps.io import atomic_path, read_json
 
 # No timings: two runs of the same config give the same bytes.
 SWEEP_COLUMNS = ["model", "family", "S", "B", "w", "gamma", "fid", "precision", "recall", "n", "prc_n", "nfe", "seed"]
@@ -18,7 +16,7 @@ NOISE_COLUMNS = ["model", "gamma", "seed", "fid", "precision", "recall", "n"]
 
 def sweep_table(metric_files: Sequence[str]) -> pd.DataFrame:
     """The points of the evaluate_point jobs' files (one point each) and evaluate_line's (a list of points)."""
-    rows = [row for f in metric_files for row in as_list(json.loads(Path(f).read_text()))]
+    rows = [row for f in metric_files for row in as_list(read_json(f))]
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     # precision/recall are null where the reference has no real features (Inception mu/sigma only)
     frame[["precision", "recall"]] = frame[["precision", "recall"]].astype(float)
@@ -31,7 +29,7 @@ def as_list(record: dict | list) -> list:
 
 def noise_table(noise_files: Sequence[str]) -> pd.DataFrame:
     """The base model's evaluations at the extra seeds (evaluate.noise_seeds)."""
-    rows = [json.loads(Path(f).read_text()) for f in noise_files]
+    rows = [read_json(f) for f in noise_files]
     return pd.DataFrame(rows, columns=NOISE_COLUMNS)
 
 
@@ -49,7 +47,7 @@ FINAL_COLUMNS = ["model", "S", "B", "w", "gamma", "fid", "precision", "recall", 
 
 def final_table(final_files: Sequence[str]) -> pd.DataFrame:
     """The final evaluations (search.final_n samples) of each search's chosen point."""
-    rows = [json.loads(Path(f).read_text()) for f in final_files]
+    rows = [read_json(f) for f in final_files]
     return pd.DataFrame(rows, columns=FINAL_COLUMNS)
 
 

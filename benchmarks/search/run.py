@@ -3,13 +3,13 @@ dense grid's optimum, on the embedded toy models and on analytic (w, γ) surface
 
     python benchmarks/search/run.py --workdir /tmp/neon-search-bench
 
-The toys' bases and θ_s come from the workflow (`snakemake --until extract_selftrained reference_statistics`, on config.yaml's
-toy models, run here when missing). Every evaluation then runs in this process, exactly as the fid
-stage does it (merge, draw at the evaluation seed, FID); the search modes call neon_steps.search,
-the same code as the workflow's rounds, with the base's FID spread over seeds 3, 4, 5 as noise.
-A point is evaluated once and shared between modes (as in the workflow), but each mode is
-charged for every point it asked. Results: results.json and the table in README.md.
-"""
+The toys' bases and θ_s come from the workflow (`snakemake --until extract_selftrained
+reference_statistics`, on config.yaml's toy models, run here when missing). Every evaluation then
+runs in this process, exactly as the fid stage does it (merge, draw at the evaluation seed, FID);
+the search modes call neon_steps.search, the same code as the workflow's rounds, with the base's FID
+spread over seeds 3, 4, 5 as noise. A point is evaluated once and shared between modes (as in the
+workflow), but each mode is charged for every point it asked. Results: results.json and the table in
+README.md."""
 from __future__ import annotations
 
 import argparse
@@ -161,7 +161,8 @@ def main() -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     config_path = toy_config(args.workdir, args.digits)
     subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(args.workdir),
-                    "--configfile", str(config_path), "--cores", "2", "--until", "extract_selftrained", "reference_statistics", "-q"], check=True)
+                    "--configfile", str(config_path), "--cores", "2",
+                    "--until", "extract_selftrained", "reference_statistics", "-q"], check=True)
     config = neon_config.load(config_path)
     config["models"] = neon_config.resolve_models(config["models"])
     neon_config.validate(config)
