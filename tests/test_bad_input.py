@@ -1,7 +1,9 @@
 """Bad input never reaches a job: after a complete run of the tiny config, each mistake a user can
-make in the config, in a user file or on a stage's command line ends with a non-zero exit status,
-one line naming the field or file, no traceback, and every result file as it was."""
+make in the config, in a user file, in a file a stage reads or on neon-merge's command line ends
+with a non-zero exit status, one line naming the field or file, no traceback, and every result file
+as it was."""
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -338,11 +340,7 @@ def test_a_conversion_that_fails_in_its_job_keeps_the_previous_base(tmp_path):
     assert result_hashes(workdir) == before
 
 
-# -- stage command lines and neon-merge ------------------------------------------------------------
-def stage(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=cwd)
-
-
+# -- neon-merge's command line --------------------------------------------------------------------
 def neon_merge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(Path(sys.executable).with_name("neon-merge")), *args], capture_output=True, text=True,
                           cwd=cwd)
@@ -351,16 +349,10 @@ def neon_merge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def cli_cases(finished: Path, tmp_path: Path) -> dict:
     """Each case: (a command to run, the one line it must end with)."""
     base = str(finished / "results/ddpm/base.safetensors")
-    state = str(finished / "results/ddpm/S500/finetune/B0.005.state.safetensors")
     html = str(html_page(tmp_path / "page.pt"))
     notes = tmp_path / "notes.pkl"
     notes.write_text("these are my notes\n")
-    broken = write(tmp_path / "broken.yaml", "models:\n  ddpm: {adapter: x\n datasets: 1\n")
-    mistaken = write(tmp_path / "mistaken.yaml", tiny(lambda c: model(c)["synthetic"]["kappa"].update(zetta=1.1)))
-    bad_json = tmp_path / "metrics.json"
-    bad_json.write_text("{'fid': 1.0")
     out = str(tmp_path / "out.safetensors")
-    sample = ("neon_steps.sample", "--config", str(TINY), "--model", "ddpm", "--size", "10", "--out", out)
     return {
         "merge: an HTML page": (
             lambda: neon_merge(base, html, "--w", "1", "--out", out, cwd=tmp_path),
@@ -374,73 +366,15 @@ def cli_cases(finished: Path, tmp_path: Path) -> dict:
         "merge: a missing file": (
             lambda: neon_merge(base, str(tmp_path / "absent.safetensors"), "--w", "1", "--out", out, cwd=tmp_path),
             f"neon-merge: error: {tmp_path / 'absent.safetensors'}: no such file"),
-        "sample: a missing base": (
-            lambda: stage(*sample, "--base", str(tmp_path / "absent.safetensors"), cwd=tmp_path),
-            f"sample.py: error: argument --base: {tmp_path / 'absent.safetensors'}: no such file"),
-        "sample: a base that is an HTML page": (
-            lambda: stage(*sample, "--base", html, cwd=tmp_path),
-            f"sample.py: error: argument --base: {html}: neither a zip archive (torch.save, .npz), a pickle nor a "
-            f"safetensors file; it begins b'<!DOCTYPE html><html><bo' (an HTML page: a download that saved an error "
-            f"or sign-in page?)"),
-        "sample: a broken config": (
-            lambda: stage(*sample[:1], "--config", str(broken), *sample[3:], "--base", base, cwd=tmp_path),
-            f"error: {broken}: not valid YAML (line 3, column 10): expected ',' or '}}', but got ':'"),
-        "sample: a missing config": (
-            lambda: stage(*sample[:1], "--config", str(tmp_path / "absent.yaml"), *sample[3:], "--base", base,
-                          cwd=tmp_path),
-            f"error: {tmp_path / 'absent.yaml'}: no such config file"),
-        "sample: a config mistake": (
-            lambda: stage(*sample[:1], "--config", str(mistaken), *sample[3:], "--base", base, cwd=tmp_path),
-            "error: models.ddpm.synthetic.kappa.zetta: unknown setting (did you mean zeta?)"),
-        "sample: an unknown model": (
-            lambda: stage(*sample[:4], "ddpn", *sample[5:], "--base", base, cwd=tmp_path),
-            "error: models: no model named 'ddpn' (have: ddpm, ar)"),
-        "sample: an output folder that cannot be made": (
-            lambda: stage(*sample[:-1], "/proc/no-such-folder/S.safetensors", "--base", base, cwd=tmp_path),
-            "error: /proc/no-such-folder: No such file or directory"),
-        "ckpt: a state that is an HTML page": (
-            lambda: stage("neon_steps.ckpt", html, "--out", out, cwd=tmp_path),
-            f"ckpt.py: error: argument state: {html}: neither a zip archive (torch.save, .npz), a pickle nor a "
-            f"safetensors file; it begins b'<!DOCTYPE html><html><bo' (an HTML page: a download that saved an error "
-            f"or sign-in page?)"),
-        "finetune: S missing": (
-            lambda: stage("neon_steps.finetune", "--config", str(TINY), "--model", "ddpm", "--budget", "0.005",
-                          "--synthetic", str(tmp_path / "S.safetensors"), "--start", base,
-                          "--out", str(tmp_path / "B.state.safetensors"), cwd=tmp_path),
-            f"finetune.py: error: argument --synthetic: {tmp_path / 'S.safetensors'}: no such file"),
-        "aggregate: metrics not JSON": (
-            lambda: stage("neon_steps.aggregate", str(bad_json), "--out-dir", str(tmp_path / "agg"), cwd=tmp_path),
-            f"aggregate.py: error: argument metrics: {bad_json}: not a JSON file (Expecting property name enclosed "
-            f"in double quotes: line 1 column 2 (char 1))"),
-        "aggregate: a base budget without a model": (
-            lambda: stage("neon_steps.aggregate", *map(str, (finished / "results").glob("ddpm/S500/*/*/g1.json")),
-                  "--base-budget", "0.05", "--out-dir", str(tmp_path / "agg"), cwd=tmp_path),
-            "aggregate.py: error: argument --base-budget: expected MODEL=MI (a model's base budget in Mi images), "
-            "got 0.05"),
-        "search round: settings not JSON": (
-            lambda: stage("neon_steps.search_round", "--settings", "{mode: brent", "--round", "0", "--base",
-                          str(next((finished / "results/ddpm/S500/B0.005/w0").glob("*.json"))),
-                          "--out", str(tmp_path / "round.json"), cwd=tmp_path),
-            "search_round.py: error: argument --settings: not JSON (Expecting property name enclosed in double "
-            "quotes: line 1 column 2 (char 1))"),
-        "ckpt: the state missing": (
-            lambda: stage("neon_steps.ckpt", str(Path(state).with_name("B9.state.safetensors")), "--out", out,
-                          cwd=tmp_path),
-            f"ckpt.py: error: argument state: {Path(state).with_name('B9.state.safetensors')}: no such file"),
     }
 
 
-CLI_CASES = ["merge: an HTML page", "merge: a text file", "merge: a missing file", "sample: a missing base",
-             "sample: a base that is an HTML page", "sample: a broken config", "sample: a missing config",
-             "sample: a config mistake", "sample: an unknown model", "sample: an output folder that cannot be made",
-             "ckpt: a state that is an HTML page", "ckpt: the state missing", "finetune: S missing",
-             "aggregate: metrics not JSON", "aggregate: a base budget without a model",
-             "search round: settings not JSON"]
+CLI_CASES = ["merge: an HTML page", "merge: a text file", "merge: a missing file"]
 
 
 @pytest.mark.slow  # a workflow run
 @pytest.mark.parametrize("case", CLI_CASES)
-def test_a_stage_command_line_mistake_is_one_line(finished, tmp_path, case):
+def test_a_command_line_mistake_is_one_line(finished, tmp_path, case):
     before = result_hashes(finished)
     run, line = cli_cases(finished, tmp_path)[case]
     proc = run()
@@ -448,6 +382,96 @@ def test_a_stage_command_line_mistake_is_one_line(finished, tmp_path, case):
     assert proc.stderr.strip().splitlines()[-1] == line
     assert proc.stderr.count("error:") == 1 and "allow-pickle" not in proc.stderr
     assert result_hashes(finished) == before
+
+
+# -- one stage run on its own: snakemake <its output> ---------------------------------------------
+@pytest.mark.slow  # a workflow run
+def test_a_missing_config_file_is_named(finished, tmp_path):
+    """Snakemake reads --configfile before the workflow loads, so the message is snakemake's own:
+    a traceback (not the workflow's to change) whose last line names the file."""
+    absent = tmp_path / "absent.yaml"
+    before = result_hashes(finished)
+    proc = snakemake(finished, "--cores", "1", "results/ddpm/S500/synthetic.safetensors", config=absent, check=False)
+    assert proc.returncode != 0
+    assert (proc.stdout + proc.stderr).strip().splitlines()[-1] == (
+        f"FileNotFoundError: [Errno 2] No such file or directory: '{absent}'")
+    assert result_hashes(finished) == before
+
+
+@pytest.mark.slow  # a workflow run
+def test_an_output_of_an_unknown_model_is_one_line(finished):
+    before = result_hashes(finished)
+    proc = snakemake(finished, "--cores", "1", "results/ddpn/S500/synthetic.safetensors", check=False)
+    refused(proc, "No rule to produce results/ddpn/S500/synthetic.safetensors (if you use input functions make sure "
+                  "that they don't raise unexpected exceptions).")
+    assert result_hashes(finished) == before
+
+
+@pytest.mark.slow  # a workflow run
+def test_a_results_folder_that_cannot_be_made_is_one_line(finished, tmp_path):
+    config = write(tmp_path / "config.yaml", tiny(lambda c: c.update(results="/proc/no-such-folder")))
+    before = result_hashes(finished)
+    proc = snakemake(finished, "--cores", "1", "/proc/no-such-folder/ddpm/base.safetensors", config=config, check=False)
+    refused(proc, "Failed to create output directory /proc/no-such-folder/ddpm.")
+    assert result_hashes(finished) == before
+
+
+def not_json(path: Path) -> Path:
+    path.write_text("{'fid': 1.0")
+    return path
+
+
+NOT_A_SAFETENSORS_FILE = ("neither a zip archive (torch.save, .npz), a pickle nor a safetensors file; it begins "
+                          "b'<!DOCTYPE html><html><bo' (an HTML page: a download that saved an error or sign-in page?)")
+# Each case: (an intermediate file of the finished run, what replaces it, the output whose job reads
+# it, the one line that job must fail with). A replaced file is newer than what was made from it,
+# so `snakemake <output>` runs that job again on it.
+CORRUPT_CASES = {
+    "a base that is an HTML page": (
+        "results/ddpm/base.safetensors", html_page, "results/ddpm/S500/synthetic.safetensors",
+        f"error: results/ddpm/base.safetensors: {NOT_A_SAFETENSORS_FILE}"),
+    "S that is an HTML page": (
+        "results/ddpm/S500/synthetic.safetensors", html_page, "results/ddpm/S500/finetune/B0.005.state.safetensors",
+        f"error: results/ddpm/S500/synthetic.safetensors: {NOT_A_SAFETENSORS_FILE}"),
+    "a fine-tune state that is an HTML page": (
+        "results/ddpm/S500/finetune/B0.005.state.safetensors", html_page, "results/ddpm/S500/ckpt/B0.005.safetensors",
+        f"error: results/ddpm/S500/finetune/B0.005.state.safetensors: {NOT_A_SAFETENSORS_FILE}"),
+    "a point's metrics not JSON": (
+        "results/ddpm/S500/B0.005/w0.5/g1.json", not_json, "results/tables/sweep.csv",
+        "error: results/ddpm/S500/B0.005/w0.5/g1.json: not a JSON file (Expecting property name enclosed in double "
+        "quotes: line 1 column 2 (char 1))"),
+}
+
+
+def failed_job(proc: subprocess.CompletedProcess) -> tuple[list[str], str]:
+    """The outputs and the log of the one job snakemake reports failed."""
+    blocks = proc.stderr.split("\nError in rule ")[1:]
+    assert len(blocks) == 1, proc.stderr[-4000:]
+    outputs = re.search(r"^\s+output: (.*)$", blocks[0], re.M).group(1).split(", ")
+    log = re.search(r"^\s+log: (\S+) \(check log file\(s\) for error details\)$", blocks[0], re.M).group(1)
+    return outputs, log
+
+
+@pytest.mark.slow  # a workflow run
+@pytest.mark.parametrize("case", CORRUPT_CASES)
+def test_a_corrupt_intermediate_file_is_one_line(finished, tmp_path, case):
+    """An intermediate file replaced by something else (an interrupted copy, a download of an error
+    page): the job that reads it names it in one line, and nothing else of the run changes."""
+    name, replace, target, line = CORRUPT_CASES[case]
+    workdir = tmp_path / "run"
+    shutil.copytree(finished, workdir, symlinks=True)  # a private copy: this case changes it
+    replace(workdir / name)
+    before = result_hashes(workdir)
+    proc = snakemake(workdir, "--cores", "1", target, check=False)
+    refused(proc, line)  # on the terminal
+    outputs, log = failed_job(proc)
+    assert target in outputs
+    log_lines = (workdir / log).read_text().strip().splitlines()
+    assert "Traceback" not in "\n".join(log_lines), log_lines[-40:]
+    assert [entry for entry in log_lines if entry.startswith("error:")] == [line] == log_lines[-1:]
+    after = result_hashes(workdir)
+    assert {f: h for f, h in after.items() if f not in outputs} == {f: h for f, h in before.items() if f not in outputs}
+    assert all(after.get(f) in (None, before.get(f)) for f in outputs)  # none remade from the replaced file
 
 
 # -- reruns after a complete run ------------------------------------------------------------------
