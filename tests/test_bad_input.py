@@ -335,7 +335,7 @@ def test_a_conversion_that_fails_in_its_job_keeps_the_previous_base(tmp_path):
     proc = snakemake(workdir, "--cores", "1", config=path, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
     assert "Restored previous version of results/ddpm/base.safetensors (updating job failed)." in proc.stderr
-    log = (workdir / "results/logs/base/ddpm.log").read_text().strip().splitlines()
+    log = (workdir / "results/logs/prepare_base/ddpm/base.log").read_text().strip().splitlines()
     assert log[-1].startswith("error: ") and "ema" in log[-1] and "Traceback" not in "\n".join(log)
     assert result_hashes(workdir) == before
 
