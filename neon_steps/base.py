@@ -9,10 +9,10 @@ from typing import Any, Mapping
 import torch
 
 from neon_steps import data
-from neon_steps.models import load_adapter
-from neon_steps.training import Recipe, Trainer, steps_for
 from neon_steps.device import default_device
 from neon_steps.errors import NeonError
+from neon_steps.models import load_adapter
+from neon_steps.training import Recipe, Trainer, steps_for
 
 
 def train_base(model: Mapping[str, Any], out: str, data_path: str | None = None) -> None:

@@ -21,9 +21,8 @@ from typing import Any, Mapping
 import torch
 
 from neon_steps import user_files
-from neon_steps.io import header_bytes
 from neon_steps.errors import MergeError, NotRecognised
-
+from neon_steps.io import header_bytes
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

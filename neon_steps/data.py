@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
+
 from neon_steps.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 import torch
 
 from neon_steps import data
-from neon_steps.io import save_tensors
 from neon_steps.errors import NeonError
+from neon_steps.io import save_tensors
 
 
 def store_dataset(name: str, dataset: Mapping[str, Any], out: str) -> None:

@@ -16,13 +16,13 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from neon_steps import metrics
-from neon_steps.io import file_identity, fingerprint, load_metadata, load_tensors, save_tensors, write_json
+from neon_steps.device import default_device
+from neon_steps.errors import NeonError
 from neon_steps.extrapolation import merge_state_dicts
+from neon_steps.io import file_identity, fingerprint, load_metadata, load_tensors, save_tensors, write_json
 from neon_steps.models import load_adapter
 from neon_steps.sampling import balanced_labels, draw
 from neon_steps.seeding import derive_seed
-from neon_steps.device import default_device
-from neon_steps.errors import NeonError
 
 
 def evaluation_kappa(model: Mapping[str, Any], gamma: float) -> dict:

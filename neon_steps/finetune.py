@@ -5,11 +5,11 @@ B_k images."""
 import sys
 from typing import Any, Mapping
 
+from neon_steps.device import default_device
+from neon_steps.errors import NeonError
 from neon_steps.io import file_identity, fingerprint, load_tensors
 from neon_steps.models import load_adapter
 from neon_steps.training import Recipe, ResumePoint, Trainer, is_state, steps_for
-from neon_steps.device import default_device
-from neon_steps.errors import NeonError
 
 
 def finetune_segment(model: Mapping[str, Any], budget: float, synthetic: str, start: str, out: str,

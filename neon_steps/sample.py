@@ -4,10 +4,10 @@ with its usual sampler κ (class-balanced labels for conditional models)."""
 import shutil
 from typing import Any, Mapping
 
+from neon_steps.device import default_device
 from neon_steps.io import file_identity, fingerprint, save_tensors
 from neon_steps.models import load_adapter
 from neon_steps.sampling import balanced_labels, draw
-from neon_steps.device import default_device
 
 
 def sample_synthetic(model: Mapping[str, Any], size: int, base: str, out: str) -> None:

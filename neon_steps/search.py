@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
 from neon_steps.errors import ConfigError
 
 Point = tuple  # (w, gamma)

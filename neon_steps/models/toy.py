@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from neon_steps.errors import ConfigError
 from neon_steps.models import knobs
 from neon_steps.models.base import Adapter, Kappa
-from neon_steps.errors import ConfigError
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
