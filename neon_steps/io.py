@@ -110,11 +110,13 @@ def header_bytes(header: Mapping[str, object]) -> bytes:
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    with open(path, "rb") as f:
-        read_header(f)  # a file that is not safetensors is named in one line, before the library's error
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:  # the library's error names no file: name it, and what it is instead
+        raise not_safetensors(path, err) from None
 
 
 def load_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -139,14 +141,16 @@ def read_header(f) -> tuple[dict, int]:
     return header, length
 
 
-def not_safetensors(path: str | os.PathLike) -> NotRecognised:
-    """The error for a file that should be safetensors and is not: what it is, or looks like."""
+def not_safetensors(path: str | os.PathLike, err: Exception | None = None) -> NotRecognised:
+    """The error for a file that should be safetensors and is not: what it is, or looks like; a
+    file whose header is sound but not its data (a truncated copy) is named as damaged (`err`)."""
     from neon_steps import user_files  # here: user_files reads headers with read_header
 
     try:
-        what = f"a {user_files.kind(path)} file, not safetensors"
-    except NotRecognised as err:
-        what = str(err)
+        found = user_files.kind(path)
+        what = f"a damaged safetensors file ({err})" if found == "safetensors" else f"a {found} file, not safetensors"
+    except NotRecognised as not_recognised:
+        what = str(not_recognised)
     return NotRecognised(f"{path}: {what}")
 
 
