@@ -123,6 +123,12 @@ NOT_IN_PARAMS = {
 }
 
 
+def dataset_settings(dataset):
+    """A data set's settings without its reference (feature space) settings, which belong to the
+    classifier and reference rules alone."""
+    return {k: v for k, v in DATASETS[dataset].items() if k != "reference"}
+
+
 def model_spec(model, *sections, dataset=False):
     """The parts of a model's config one stage depends on, for its `params`: changing any other
     part does not rerun that stage."""
@@ -132,12 +138,7 @@ def model_spec(model, *sections, dataset=False):
         "adapter": spec["adapter"],
         "arch": spec.get("arch", {}),
         "guidance": spec.get("guidance", False),
-        # The reference settings belong to the `reference_statistics` rule alone.
-        **(
-            {"dataset_spec": {k: v for k, v in DATASETS[spec["dataset"]].items() if k != "reference"}}
-            if dataset
-            else {}
-        ),
+        **({"dataset_spec": dataset_settings(spec["dataset"])} if dataset else {}),
         **{
             section: {k: v for k, v in spec[section].items() if k not in NOT_IN_PARAMS.get(section, ())}
             for section in sections

@@ -22,9 +22,7 @@ def is_image_model(model):
 
 
 def get_dataset_settings(wc):
-    """A data set's settings; its reference (feature space) settings belong to the classifier
-    and reference rules."""
-    return {k: v for k, v in DATASETS[wc.dataset].items() if k != "reference"}
+    return dataset_settings(wc.dataset)
 
 
 def get_reference_settings(wc):
