@@ -144,6 +144,11 @@ def model_mistakes(name: str, model: dict, models: Mapping[str, Mapping], datase
     if evaluate["seed"] in evaluate.get("noise_seeds", []):
         mistakes.append(f"{where}.evaluate.noise_seeds: {evaluate['seed']} is evaluate.seed already; the spread "
                         f"between draws needs other seeds")
+    for section in ("synthetic", "evaluate"):
+        per_job, shard = model[section].get("images_per_job"), model[section].get("shard_size", 1000)
+        if per_job is not None and per_job % shard:
+            mistakes.append(f"{where}.{section}.images_per_job: each job draws whole shards, so it must be a "
+                            f"multiple of {section}.shard_size ({shard}), not {per_job}")
     if final_n(model) is not None:
         n, shard = evaluate["n"], evaluate.get("shard_size", 1000)
         if n % shard:

@@ -28,19 +28,27 @@ def shards(n: int, shard_size: int) -> Iterator[tuple[int, slice]]:
 
 
 def draw(adapter: Adapter, n: int, seed: int, kappa: Kappa, shard_size: int = 1000,
-         labels: torch.Tensor | None = None, desc: str = "sampling",
-         resume_dir: str | Path | None = None, fingerprint: str = "", first_shard: int = 0) -> torch.Tensor:
-    """`n` samples; shard i is drawn from its own generator seeded by (seed, i).
+         labels: torch.Tensor | None = None, desc: str = "sampling", **store) -> torch.Tensor:
+    """`n` samples in one tensor: `draw_shards` concatenated, for draws that fit in memory."""
+    return torch.cat(list(draw_shards(adapter, n, seed, kappa, shard_size, labels, desc, **store)))
+
+
+def draw_shards(adapter: Adapter, n: int, seed: int, kappa: Kappa, shard_size: int = 1000,
+                labels: torch.Tensor | None = None, desc: str = "sampling",
+                resume_dir: str | Path | None = None, fingerprint: str = "",
+                first_shard: int = 0) -> Iterator[torch.Tensor]:
+    """`n` samples, one shard at a time (memory: one shard, whatever `n`); shard i is drawn from
+    its own generator seeded by (seed, first_shard + i).
 
     With `resume_dir`, each finished shard is kept there (under `fingerprint`, which must name the
     weights and settings), so a killed job started again draws only the missing shards.
-    `first_shard`: the draw continues one whose shards 0..first_shard-1 exist elsewhere (a final
-    evaluation after the search's samples); `labels` are then those of the new samples only."""
+    `first_shard`: the draw continues one whose shards 0..first_shard-1 are drawn elsewhere (another
+    job's part of S, or the search's samples before a final evaluation); `labels` are then those of
+    this draw's samples only."""
     adapter.net.eval()
     store = ShardStore(resume_dir, fingerprint) if resume_dir else None
     if store and (kept := store.count()):
         print(f"{desc}: {kept} shards already drawn in {store.folder}, drawing the rest", file=sys.stderr)
-    parts = []
     for i, part in tqdm(list(shards(n, shard_size)), desc=desc, unit="shard", mininterval=5):
         count = part.stop - part.start
         shard = store.get(i, count) if store else None
@@ -50,8 +58,7 @@ def draw(adapter: Adapter, n: int, seed: int, kappa: Kappa, shard_size: int = 10
             shard = adapter.sample(count, gen, kappa, shard_labels)
             if store:
                 store.put(i, shard)
-        parts.append(shard)
-    return torch.cat(parts)
+        yield shard
 
 
 class ShardStore:

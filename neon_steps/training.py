@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from tqdm import tqdm
@@ -18,6 +18,7 @@ from tqdm import tqdm
 from neon_steps.io import load_metadata, load_tensors, save_tensors
 from neon_steps.models import Adapter
 from neon_steps.seeding import generator
+from neon_steps.synthetic import InMemory, Rows
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,29 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor
     return torch.cat(rows)
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item k: the batch of step `first + k`, so a DataLoader's workers read steps ahead in order."""
+
+    def __init__(self, rows: Rows, first: int, until: int, batch_size: int, seed: int):
+        self.rows, self.first, self.until, self.batch_size, self.seed = rows, first, until, batch_size, seed
+
+    def __len__(self) -> int:
+        return max(0, self.until - self.first)
+
+    def __getitem__(self, k: int):
+        return self.rows.take(batch_indices(self.first + k, len(self.rows), self.batch_size, self.seed))
+
+
+def step_batches(rows: Rows, first: int, until: int, batch_size: int, seed: int, workers: int = 0) -> Iterator:
+    """The (samples, labels) of steps first..until-1: a function of (seed, step) alone."""
+    steps = _StepBatches(rows, first, until, batch_size, seed)
+    if workers <= 0:
+        return (steps[k] for k in range(len(steps)))
+    loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
+                                         prefetch_factor=4, persistent_workers=False)
+    return iter(loader)
+
+
 class Trainer:
     """Adam on an adapter's loss; `state` is everything needed to continue bit for bit."""
 
@@ -73,17 +97,23 @@ class Trainer:
     def images_seen(self) -> int:
         return self.step * self.recipe.batch_size
 
-    def train(self, data: torch.Tensor, labels: torch.Tensor | None, until_step: int,
-              desc: str = "training", after_step: Callable[["Trainer"], None] | None = None) -> list[float]:
+    def train(self, data: torch.Tensor | Rows, labels: torch.Tensor | None, until_step: int,
+              desc: str = "training", after_step: Callable[["Trainer"], None] | None = None,
+              loader_workers: int = 0) -> list[float]:
+        """Train to `until_step`; `data` is a tensor (with `labels`) or rows read on demand (S on
+        disk), whose batches `loader_workers` processes read ahead."""
         net, recipe = self.adapter.net, self.recipe
+        rows = data if isinstance(data, Rows) else InMemory(data, labels)
         net.train()
         losses = []
-        for _ in tqdm(range(self.step, until_step), desc=desc, unit="step", mininterval=5):
-            rows = batch_indices(self.step, len(data), recipe.batch_size, recipe.seed)
+        batches = step_batches(rows, self.step, until_step, recipe.batch_size, recipe.seed, loader_workers)
+        for samples, batch_labels in tqdm(batches, desc=desc, unit="step", mininterval=5,
+                                          total=max(0, until_step - self.step)):
             for group in self.optimizer.param_groups:
                 group["lr"] = recipe.lr_at(self.images_seen)
-            loss = self.adapter.loss(data[rows], generator(recipe.seed, "step", self.step),
-                                     None if labels is None else labels[rows])
+            device = self.adapter.device
+            loss = self.adapter.loss(samples.to(device), generator(recipe.seed, "step", self.step),
+                                     None if batch_labels is None else batch_labels.to(device))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -12,7 +12,7 @@ from snakemake.utils import validate
 # env of envs/, a SLURM node): put it first on the path of this process and of every job.
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
-from neon_steps import config as neon_config, models as neon_models, user_files  # noqa: E402
+from neon_steps import config as neon_config, models as neon_models, synthetic as neon_synthetic, user_files  # noqa: E402
 from neon_steps.io import file_identity  # noqa: E402
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -55,6 +55,7 @@ wildcard_constraints:
     gamma=neon_config.NUMBER,
     seed=r"[0-9]+",
     k=r"[0-9]+",
+    part=r"[0-9]+",
 
 
 # -- paths ----------------------------------------------------------------------------------------
@@ -72,7 +73,8 @@ PATHS = {
     "classifier": "classifier/{dataset}.safetensors",  # the CNN whose features score it
     "reference": "reference/{dataset}.safetensors",  # its reference statistics
     "base": "{model}/base.safetensors",  # θ_r
-    "synthetic": "{model}/S{S}/synthetic.safetensors",  # S
+    "synthetic": "{model}/S{S}/synthetic/manifest.json",  # S: its parts, listed
+    "synthetic_part": "{model}/S{S}/synthetic/part{part}.safetensors",  # the rows one sample job draws
     "state": "{model}/S{S}/finetune/B{B}.state.safetensors",  # the fine-tune at budget B
     "ckpt": "{model}/S{S}/ckpt/B{B}.safetensors",  # θ_s: the weights of that state
     "merged": "{model}/S{S}/B{B}/w{w}.safetensors",  # θ at one w
@@ -118,7 +120,7 @@ def job_name(of):
 # how much a killed job loses.
 NOT_IN_PARAMS = {
     "synthetic": {"sizes"},
-    "finetune": {"budgets", "save_every_images", "save_every_minutes"},
+    "finetune": {"budgets", "save_every_images", "save_every_minutes", "loader_workers"},
     "evaluate": {"w", "gamma", "noise_seeds", "search"},
 }
 

@@ -5,6 +5,7 @@
 rule finetune_segment:
     input:
         synthetic=path("synthetic"),
+        parts=get_synthetic_parts,
         start=get_finetune_start,
     output:
         path("state"),

@@ -68,6 +68,12 @@ def get_sampling_settings(wc):
     return model_spec(wc.model, "synthetic")
 
 
+def get_synthetic_parts(wc):
+    """The parts of one S, each a sample_synthetic job."""
+    count = neon_synthetic.part_count(MODELS[wc.model]["synthetic"], int(wc.S))
+    return [path("synthetic_part", model=wc.model, S=wc.S, part=part) for part in range(count)]
+
+
 # -- the fine-tune (rules/finetune.smk) -----------------------------------------------------------
 def get_finetune_start(wc):
     """A budget segment starts from the previous budget's state, the first from the base."""

@@ -391,7 +391,7 @@ def test_a_missing_config_file_is_named(finished, tmp_path):
     a traceback (not the workflow's to change) whose last line names the file."""
     absent = tmp_path / "absent.yaml"
     before = result_hashes(finished)
-    proc = snakemake(finished, "--cores", "1", "results/ddpm/S500/synthetic.safetensors", config=absent, check=False)
+    proc = snakemake(finished, "--cores", "1", "results/ddpm/S500/synthetic/manifest.json", config=absent, check=False)
     assert proc.returncode != 0
     assert (proc.stdout + proc.stderr).strip().splitlines()[-1] == (
         f"FileNotFoundError: [Errno 2] No such file or directory: '{absent}'")
@@ -401,8 +401,8 @@ def test_a_missing_config_file_is_named(finished, tmp_path):
 @pytest.mark.slow  # a workflow run
 def test_an_output_of_an_unknown_model_is_one_line(finished):
     before = result_hashes(finished)
-    proc = snakemake(finished, "--cores", "1", "results/ddpn/S500/synthetic.safetensors", check=False)
-    refused(proc, "No rule to produce results/ddpn/S500/synthetic.safetensors (if you use input functions make sure "
+    proc = snakemake(finished, "--cores", "1", "results/ddpn/S500/synthetic/manifest.json", check=False)
+    refused(proc, "No rule to produce results/ddpn/S500/synthetic/manifest.json (if you use input functions make sure "
                   "that they don't raise unexpected exceptions).")
     assert result_hashes(finished) == before
 
@@ -428,11 +428,16 @@ NOT_A_SAFETENSORS_FILE = ("neither a zip archive (torch.save, .npz), a pickle no
 # so `snakemake <output>` runs that job again on it.
 CORRUPT_CASES = {
     "a base that is an HTML page": (
-        "results/ddpm/base.safetensors", html_page, "results/ddpm/S500/synthetic.safetensors",
+        "results/ddpm/base.safetensors", html_page, "results/ddpm/S500/synthetic/part0.safetensors",
         f"error: results/ddpm/base.safetensors: {NOT_A_SAFETENSORS_FILE}"),
-    "S that is an HTML page": (
-        "results/ddpm/S500/synthetic.safetensors", html_page, "results/ddpm/S500/finetune/B0.005.state.safetensors",
-        f"error: results/ddpm/S500/synthetic.safetensors: {NOT_A_SAFETENSORS_FILE}"),
+    "a part of S that is an HTML page": (
+        "results/ddpm/S500/synthetic/part0.safetensors", html_page,
+        "results/ddpm/S500/finetune/B0.005.state.safetensors",
+        f"error: results/ddpm/S500/synthetic/part0.safetensors: {NOT_A_SAFETENSORS_FILE}"),
+    "a manifest of S that is not JSON": (
+        "results/ddpm/S500/synthetic/manifest.json", not_json, "results/ddpm/S500/finetune/B0.005.state.safetensors",
+        "error: results/ddpm/S500/synthetic/manifest.json: not a JSON file (Expecting property name enclosed in "
+        "double quotes: line 1 column 2 (char 1))"),
     "a fine-tune state that is an HTML page": (
         "results/ddpm/S500/finetune/B0.005.state.safetensors", html_page, "results/ddpm/S500/ckpt/B0.005.safetensors",
         f"error: results/ddpm/S500/finetune/B0.005.state.safetensors: {NOT_A_SAFETENSORS_FILE}"),

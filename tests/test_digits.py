@@ -293,7 +293,7 @@ def test_digits_run_keeps_data_features_and_previews_as_artifacts(digits_run):
     preview = load_tensors(results / "ar/S200/B0.0002/w1/g2.preview.safetensors")
     assert preview["samples"].shape == (100, 1, 8, 8) and preview["samples"].dtype == torch.uint8
     assert torch.equal(preview["labels"], balanced_labels(200, 10, 3)[:100])
-    synthetic = load_tensors(results / "flow/S200/synthetic.safetensors")
+    synthetic = load_tensors(results / "flow/S200/synthetic/part0.safetensors")
     assert synthetic["samples"].dtype == torch.uint8 and torch.bincount(synthetic["labels"]).tolist() == [20] * 10
     for figure in ["fid_vs_w", "fid_vs_budget", "fid_w_gamma", "samples"]:
         assert_drawn_figure(results / f"figures/{figure}.png")

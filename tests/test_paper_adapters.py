@@ -18,6 +18,7 @@ from neon_steps.merge import merge_checkpoints
 from neon_steps.models import load_adapter
 from neon_steps.sample import sample_synthetic
 from neon_steps.sampling import balanced_labels
+from neon_steps.synthetic import write_manifest
 from neon_steps.errors import NeonError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,11 +37,12 @@ def paper_model(name, adapter, base, arch=None, kappa=None, eval_kappa=None, gui
 def round_trip(model, tmp_path, shape, trained_base=False):
     """Every stage on one model; returns the merged (w = 1) adapter. Asserts the merge's
     contract: w = 0 is θ_r and w = -1 is θ_s bit for bit, w = 1 is 2·θ_r − θ_s on learned tensors."""
-    base, synthetic = tmp_path / "base.safetensors", tmp_path / "S.safetensors"
+    base, part, synthetic = tmp_path / "base.safetensors", tmp_path / "part0.safetensors", tmp_path / "manifest.json"
     state, ckpt = tmp_path / "B.state.safetensors", tmp_path / "ckpt.safetensors"
     (train_base if trained_base else import_base)(model, str(base))
-    sample_synthetic(model, 4, str(base), str(synthetic))
-    S = load_tensors(synthetic)
+    sample_synthetic(model, 4, 0, str(base), str(part))
+    write_manifest(synthetic, [str(part)])
+    S = load_tensors(part)
     assert S["samples"].shape == (4, *shape)
     assert S["samples"].dtype == (torch.uint8 if len(shape) == 3 else S["samples"].dtype)
     finetune_segment(model, 8e-6, str(synthetic), str(base), str(state))  # two steps of 4 samples

@@ -20,7 +20,8 @@ from neon_steps.io import load_tensors
 BUDGET = 0.2
 STATE = f"results/ddpm/S500/finetune/B{fmt(BUDGET)}.state.safetensors"  # the fine-tune of ddpm at |S| = 500
 LARGE_S = 60000  # 600 shards of 100 samples
-SYNTHETIC = "results/ddpm/S{S}/synthetic.safetensors"
+SYNTHETIC = "results/ddpm/S{S}/synthetic/manifest.json"  # S, listing its parts
+PART = "results/ddpm/S{S}/synthetic/part0.safetensors"
 
 
 def long_segment(config) -> None:
@@ -151,7 +152,7 @@ def test_a_killed_sampling_job_draws_only_the_missing_shards(inputs, tmp_path):
     workdir, config = inputs
     config = edited_config(tmp_path, lambda c: c["models"]["ddpm"]["synthetic"].update(
         shard_size=100, sizes=[500, LARGE_S]), source=config)
-    target = SYNTHETIC.format(S=LARGE_S)
+    target = PART.format(S=LARGE_S)
     runs = {name: copy_run(workdir, tmp_path / name) for name in ("straight", "killed")}
     for run in runs.values():
         only_job_planned(run, config, target)  # the base is not made again
