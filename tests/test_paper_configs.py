@@ -15,12 +15,14 @@ from neon_steps.models import knobs
 PAPER = sorted((REPO / "config" / "paper").glob("*.yaml"))
 
 # Jobs of a dry run of all paper configs together, by rule, before any search round has run. Per
-# model: |S| samples, |S|·|B| fine-tune segments (and ckpt) and searches; a search's round 0
+# model: each |S| drawn by its part jobs (synthetic.images_per_job: the 750k sets of xAR and VAR are
+# 30-32 jobs each) and listed by a gather job, |S|·|B| fine-tune segments (and ckpt) and searches; a search's round 0
 # (search_round) waits for the base (w = 0: no merge) at every γ (fid) and for θ_s (ckpt, so that S
 # and the fine-tune start beside the base's evaluations); fid_noise evaluates the
 # base at the noise seeds, at every γ. IMM's T = 4, 2, 1 models evaluate T = 8's training, so they
 # add searches only. Later rounds' points appear once the rounds before them have run.
-PAPER_JOBS = {"prepare_base": 9, "reference_statistics": 4, "sample_synthetic": 21, "finetune_segment": 122,
+PAPER_JOBS = {"prepare_base": 9, "reference_statistics": 4, "sample_synthetic": 141, "gather_synthetic": 21,
+              "finetune_segment": 122,
               "extract_selftrained": 122, "search_round": 134,
               "evaluate_point": 438, "evaluate_noise_seed": 52, "aggregate": 1, "all": 1}
 
@@ -85,6 +87,14 @@ def test_all_paper_configs_dry_run_together_within_30s(tmp_path):
     assert {rule: int(n) for rule, n in stats.items() if rule != "total"} == PAPER_JOBS
     assert int(stats["total"]) == sum(PAPER_JOBS.values())
     assert seconds <= 30, f"dry run of {stats['total']} jobs took {seconds:.1f} s"
+
+
+def test_xar_l_draws_its_750k_S_in_tens_of_jobs(tmp_path):
+    config = REPO / "config/paper/xar-l-imagenet256.yaml"
+    proc = snakemake(tmp_path, "--dry-run", "results/xar-l-imagenet256/S750000/synthetic/manifest.json", config=config)
+    parts = re.findall(r"^\s+output: results/xar-l-imagenet256/S750000/synthetic/part(\d+)\.safetensors$", proc.stdout, re.M)
+    assert sorted(map(int, parts)) == list(range(30))  # 25k images a job
+    assert re.search(r"^gather_synthetic\s+1$", proc.stdout, re.M)
 
 
 def test_a_codebase_without_adapter_stops_with_one_line(tmp_path):
