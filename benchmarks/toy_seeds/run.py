@@ -88,6 +88,7 @@ def run_model(spec: dict, dataset: dict, workdir: Path) -> dict:
     from neon_steps.models import load_adapter
     from neon_steps.reference import build_reference
     from neon_steps.sample import sample_synthetic
+    from neon_steps.synthetic import write_manifest
 
     model = {**spec, "dataset_spec": dataset}
     trained = {k: spec[k] for k in ("adapter", "arch", "base")}
@@ -105,9 +106,10 @@ def run_model(spec: dict, dataset: dict, workdir: Path) -> dict:
         if not base.exists():
             make_base(model, str(base))
         for S in neon_config.sizes(spec):
-            synthetic = folder / f"S{S}.synthetic.safetensors"
-            if not synthetic.exists():
-                sample_synthetic(model, S, str(base), str(synthetic))
+            synthetic, part = folder / f"S{S}.synthetic.json", folder / f"S{S}.synthetic.part0.safetensors"
+            if not synthetic.exists():  # S in one part, as the workflow draws it without images_per_job
+                sample_synthetic(model, S, 0, str(base), str(part))
+                write_manifest(synthetic, [str(part)])
             start = base
             for B in neon_config.budgets(spec):
                 state, ckpt = folder / f"S{S}.B{fmt(B)}.state.safetensors", folder / f"S{S}.B{fmt(B)}.safetensors"
