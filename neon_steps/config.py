@@ -156,6 +156,10 @@ def model_mistakes(name: str, model: dict, models: Mapping[str, Mapping], datase
                             f"so evaluate.n ({n}) must be a multiple of evaluate.shard_size ({shard})")
         if final_n(model) <= n:
             mistakes.append(f"{where}.evaluate.search.final_n: must be larger than evaluate.n ({n})")
+    if per_line(model) and (evaluate.get("images_per_job") or evaluate["n"]) < evaluate["n"]:
+        mistakes.append(f"{where}.evaluate.images_per_job: jobs: per_line evaluates a whole line in one job, so it "
+                        f"cannot fan an evaluation of {evaluate['n']} samples out over part jobs of "
+                        f"{evaluate['images_per_job']} (use per_point, or leave images_per_job out)")
     if per_line(model) and uses_rounds(model):
         mistakes.append(f"{where}.evaluate.jobs: per_line evaluates a whole grid line and keeps no samples, "
                         f"so it needs search mode grid without final_n (use per_point)")
