@@ -82,8 +82,12 @@ PATHS = {
     "preview": "{model}/S{S}/B{B}/w{w}/g{gamma}.preview.safetensors",  # its first 100 samples
     "features": "{model}/S{S}/B{B}/w{w}/g{gamma}.features.safetensors",  # its samples' features
     "final": "{model}/S{S}/B{B}/w{w}/g{gamma}.final.json",  # the final evaluation there
+    # the features of one part job of a fanned-out evaluation (evaluate.images_per_job; temporary)
+    "point_part": "{model}/S{S}/B{B}/w{w}/g{gamma}/part{part}.features.safetensors",
+    "final_part": "{model}/S{S}/B{B}/w{w}/g{gamma}/final_part{part}.features.safetensors",
     "line": "{model}/S{S}/B{B}/g{gamma}.line.json",  # every w at one (S, B, γ)
     "noise": "{model}/noise/seed{seed}/g{gamma}.json",  # the base at another seed
+    "noise_part": "{model}/noise/seed{seed}/g{gamma}/part{part}.features.safetensors",
     "round": "search/{model}/S{S}/B{B}/round{k}.json",  # a search round
 }
 NUMBERS = {"B", "w", "gamma"}  # wildcards spelt by fmt
@@ -121,7 +125,7 @@ def job_name(of):
 NOT_IN_PARAMS = {
     "synthetic": {"sizes"},
     "finetune": {"budgets", "save_every_images", "save_every_minutes", "loader_workers"},
-    "evaluate": {"w", "gamma", "noise_seeds", "search"},
+    "evaluate": {"w", "gamma", "noise_seeds", "search", "images_per_job"},
 }
 
 

@@ -4,8 +4,8 @@
 
 rule evaluate_point:
     input:
-        unpack(get_scoring_inputs),
-        weights=get_point_weights,
+        # one job: the weights, the reference and the extractor; fanned out: the parts' features
+        unpack(get_point_inputs),
     output:
         metrics=path("point"),
         preview=path("preview"),  # the first 100 samples
@@ -18,7 +18,33 @@ rule evaluate_point:
     benchmark:
         bench("evaluate_point", "point")
     group:
-        "evaluate"
+        get_point_group
+    threads: 1
+    resources:
+        runtime=resource("fid", "runtime", 60),
+        mem_mb=resource("fid", "mem_mb", 8000),
+        gpu=evaluation_resource("gpu", 1, scoring=0),
+    conda:
+        "../envs/neon.yaml"
+    script:
+        "../scripts/evaluate_point.py"
+
+
+# One part of a point's draw when evaluate.n is above evaluate.images_per_job: a contiguous range
+# of shards, sampled and turned into features shard by shard; evaluate_point scores all parts.
+rule evaluate_point_part:
+    input:
+        unpack(get_extractor_inputs),
+        weights=get_point_weights,
+    output:
+        temp(path("point_part")),
+    params:
+        model=get_evaluation_settings,
+        rows=get_part_rows,
+    log:
+        log("evaluate_point_part", "point_part"),
+    benchmark:
+        bench("evaluate_point_part", "point_part")
     threads: 1
     resources:
         runtime=resource("fid", "runtime", 60),
@@ -27,7 +53,7 @@ rule evaluate_point:
     conda:
         "../envs/neon.yaml"
     script:
-        "../scripts/evaluate_point.py"
+        "../scripts/evaluate_point_part.py"
 
 
 # Every w of one (|S|, B, γ) in one job, merged in memory (evaluate.jobs: per_line): for models
@@ -63,8 +89,7 @@ rule evaluate_line:
 # draws, against which table_a1.csv's improvement is read.
 rule evaluate_noise_seed:
     input:
-        unpack(get_scoring_inputs),
-        weights=get_base_weights,
+        unpack(get_noise_seed_inputs),
     output:
         metrics=path("noise"),
     params:
@@ -80,8 +105,34 @@ rule evaluate_noise_seed:
     resources:
         runtime=resource("fid", "runtime", 60),
         mem_mb=resource("fid", "mem_mb", 8000),
-        gpu=resource("fid", "gpu", 1),
+        gpu=evaluation_resource("gpu", 1, scoring=0),
     conda:
         "../envs/neon.yaml"
     script:
         "../scripts/evaluate_noise_seed.py"
+
+
+# One part of the base's draw at a noise seed, as evaluate_point_part is of a point's.
+rule evaluate_noise_seed_part:
+    input:
+        unpack(get_extractor_inputs),
+        weights=get_base_weights,
+    output:
+        temp(path("noise_part")),
+    params:
+        model=get_noise_seed_settings,
+        rows=get_part_rows,
+    log:
+        log("evaluate_noise_seed_part", "noise_part"),
+    benchmark:
+        bench("evaluate_noise_seed_part", "noise_part")
+    priority: -1
+    threads: 1
+    resources:
+        runtime=resource("fid", "runtime", 60),
+        mem_mb=resource("fid", "mem_mb", 8000),
+        gpu=resource("fid", "gpu", 1),
+    conda:
+        "../envs/neon.yaml"
+    script:
+        "../scripts/evaluate_noise_seed_part.py"

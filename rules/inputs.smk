@@ -117,6 +117,68 @@ def get_point_weights(wc):
     return path("merged", model=wc.model, S=wc.S, B=wc.B, w=wc.w)
 
 
+def get_extractor_inputs(wc):
+    """What a job that extracts features reads besides its weights: the feature extractor's
+    weights, for image data sets (none for the toy)."""
+    return dataset_inputs(MODELS[wc.model]["dataset"], "classifier")
+
+
+# A large evaluation fans out (evaluate.images_per_job below its sample count): part jobs draw a
+# contiguous range of shards each and write their features (temporary), and the evaluation's own
+# job scores them all, drawing nothing. Below that it is one job, as the part jobs' union is.
+def evaluation_parts(model, count):
+    """How many part jobs draw `count` samples of a model's evaluation: 1 for one job."""
+    return neon_synthetic.part_count(MODELS[model]["evaluate"], count)
+
+
+def fanned_out(model):
+    """Whether a model's evaluations at evaluate.n are drawn by part jobs."""
+    return evaluation_parts(model, MODELS[model]["evaluate"]["n"]) > 1
+
+
+def part_rows(model, count, part, first=0):
+    """The rows [start, stop) of the draw that part `part` of `count` samples from row `first` draws."""
+    if not 0 <= part < evaluation_parts(model, count):
+        raise WorkflowError(f"{model}: no part {part} of an evaluation of {count} samples")
+    rows = neon_synthetic.part_range(MODELS[model]["evaluate"], count, part)
+    return [first + rows.start, first + rows.stop]
+
+
+def scored_parts(wc, kind, parts, **wildcards):
+    """The inputs of the job that scores `parts` part files of `kind`: the reference and the parts."""
+    dataset = MODELS[wc.model]["dataset"]
+    return {
+        "reference": path("reference", dataset=dataset),
+        "parts": [path(kind, **wildcards, part=part) for part in range(parts)],
+    }
+
+
+def get_point_inputs(wc):
+    """One job: its weights and what scoring reads; fanned out: the part jobs' features."""
+    if fanned_out(wc.model):
+        parts = evaluation_parts(wc.model, MODELS[wc.model]["evaluate"]["n"])
+        return scored_parts(wc, "point_part", parts, model=wc.model, S=wc.S, B=wc.B, w=wc.w, gamma=wc.gamma)
+    return {**get_scoring_inputs(wc), "weights": get_point_weights(wc)}
+
+
+def get_point_group(wc):
+    """A one-job point runs in its merge's group (a SLURM job of several points); a fanned-out
+    one is in none, so that its part jobs, outside the group, run side by side."""
+    return None if fanned_out(wc.model) else "evaluate"
+
+
+def get_part_rows(wc):
+    return part_rows(wc.model, MODELS[wc.model]["evaluate"]["n"], int(wc.part))
+
+
+def evaluation_resource(key, default, scoring, final=False):
+    """A model's `resources.fid.<key>` for an evaluation job that draws, and `scoring` for one that
+    scores its part jobs' features only (no sampling: no GPU); `final`: of a final evaluation."""
+    drawing = resource("fid", key, default)
+    fanned = final_fanned_out if final else fanned_out
+    return lambda wc: scoring if fanned(wc.model) else drawing(wc)
+
+
 def get_line_ws(wc):
     return neon_config.w_grid(MODELS[wc.model])
 
@@ -135,6 +197,14 @@ def get_noise_seed_settings(wc):
     """A model's evaluation settings at another evaluation seed."""
     spec = get_evaluation_settings(wc)
     return {**spec, "evaluate": {**spec["evaluate"], "seed": int(wc.seed)}}
+
+
+def get_noise_seed_inputs(wc):
+    """The base's weights and what scoring reads; fanned out: the part jobs' features."""
+    if fanned_out(wc.model):
+        parts = evaluation_parts(wc.model, MODELS[wc.model]["evaluate"]["n"])
+        return scored_parts(wc, "noise_part", parts, model=wc.model, seed=wc.seed, gamma=wc.gamma)
+    return {**get_scoring_inputs(wc), "weights": get_base_weights(wc)}
 
 
 # -- the aggregate (rules/aggregate.smk) ----------------------------------------------------------

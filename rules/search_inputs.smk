@@ -62,6 +62,33 @@ def get_final_n(wc):
     return neon_config.final_n(MODELS[wc.model])
 
 
+def final_added(model):
+    """The samples a final evaluation adds to the search's: final_n - n."""
+    return neon_config.final_n(MODELS[model]) - MODELS[model]["evaluate"]["n"]
+
+
+def final_fanned_out(model):
+    """Whether a model's final evaluation draws its added samples by part jobs."""
+    return evaluation_parts(model, final_added(model)) > 1
+
+
+def get_final_inputs(wc):
+    """The search's features at the chosen point and, for one job, its weights and what scoring
+    reads; fanned out, the part jobs' features of the added samples instead of the weights."""
+    search = {"search": point_file(wc.model, wc.S, wc.B, wc.w, wc.gamma, kind="features")}
+    if final_fanned_out(wc.model):
+        parts = evaluation_parts(wc.model, final_added(wc.model))
+        wildcards = dict(model=wc.model, S=wc.S, B=wc.B, w=wc.w, gamma=wc.gamma)
+        return {**search, **scored_parts(wc, "final_part", parts, **wildcards)}
+    return {**search, **get_scoring_inputs(wc), "weights": get_point_weights(wc)}
+
+
+def get_final_part_rows(wc):
+    """Rows of the final's draw past the search's n: the added samples' part, from row n on."""
+    n = MODELS[wc.model]["evaluate"]["n"]
+    return part_rows(wc.model, final_added(wc.model), int(wc.part), first=n)
+
+
 def search_results(model, S, B):
     """A search's files for the aggregate, by role: its evaluated points' metrics (and previews of
     image models), and the final evaluation of its chosen point where one is asked for."""
