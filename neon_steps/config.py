@@ -135,6 +135,7 @@ def rule_mistakes(models: Mapping[str, Mapping], datasets: Mapping[str, Any],
 def model_mistakes(name: str, model: dict, models: Mapping[str, Mapping], datasets: Mapping[str, Any]) -> list[str]:
     where, evaluate, mistakes = f"models.{name}", model["evaluate"], []
     mistakes += check_knobs(name, model)
+    mistakes += micro_batch_mistakes(name, model)
     if model["dataset"] not in datasets:
         mistakes.append(f"{where}.dataset: no dataset named {model['dataset']!r} in datasets "
                         f"(have: {', '.join(datasets)})")
@@ -171,6 +172,36 @@ def model_mistakes(name: str, model: dict, models: Mapping[str, Mapping], datase
         except ConfigError as err:
             mistakes += err.mistakes
     return mistakes
+
+
+def micro_batch_mistakes(name: str, model: dict) -> list[str]:
+    """The fine-tune's micro_batch divides its batch_size, and its chunks share out evenly among
+    its GPUs (resources.finetune.gpu); a micro_batch of the whole batch is the default, left out,
+    so that writing it out reruns nothing."""
+    where, finetune = f"models.{name}", model["finetune"]
+    batch, micro = finetune["batch_size"], finetune.get("micro_batch", finetune["batch_size"])
+    if batch % micro:
+        return [f"{where}.finetune.micro_batch: a batch is split into chunks of micro_batch images, so it must "
+                f"divide finetune.batch_size ({batch}), not {micro}"]
+    if micro == batch:
+        finetune.pop("micro_batch", None)
+    gpus = model.get("resources", {}).get("finetune", {}).get("gpu", 1)
+    if mistake := gpu_share_mistake(finetune, gpus):
+        return [f"{where}.resources.finetune.gpu: {mistake}"]
+    return []
+
+
+def gpu_share_mistake(recipe: Mapping[str, Any], gpus: int) -> str | None:
+    """Why `gpus` GPUs cannot share each batch of a fine-tune recipe evenly (rank r takes the
+    chunks r, r + gpus, ...), if they cannot."""
+    batch = recipe["batch_size"]
+    micro = recipe.get("micro_batch") or batch
+    chunks = batch // micro
+    if gpus <= 1 or chunks % gpus == 0:
+        return None
+    hint = f"; e.g. finetune.micro_batch: {batch // gpus}" if batch % gpus == 0 else ""
+    return (f"{gpus} GPUs share a batch of {chunks} chunk{'s' * (chunks > 1)} (finetune.batch_size {batch} / "
+            f"micro_batch {micro}): the chunks must be a multiple of {gpus}{hint}")
 
 
 def check_knobs(name: str, model: dict) -> list[str]:
