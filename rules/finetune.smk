@@ -1,5 +1,11 @@
 # Algorithm 1, step 2: θ_s ← FineTune(θ_r, S, B), one budget segment a job: the segment to B_k
 # starts from the saved state at B_(k-1), so adding a larger B trains one more segment.
+# With resources.finetune.gpu: G, the job runs G processes (one per GPU) sharing each batch.
+
+
+def finetune_ranks(wildcards):
+    """A fine-tune job's processes, one per GPU it asks for, each with a core of its own."""
+    return max(1, resource("finetune", "gpu", 1)(wildcards))
 
 
 rule finetune_segment:
@@ -15,7 +21,7 @@ rule finetune_segment:
         log("finetune_segment", "state"),
     benchmark:
         bench("finetune_segment", "state")
-    threads: 1
+    threads: finetune_ranks
     resources:
         runtime=resource("finetune", "runtime", 240),
         mem_mb=resource("finetune", "mem_mb", 8000),
