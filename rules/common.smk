@@ -12,7 +12,8 @@ from snakemake.utils import validate
 # env of envs/, a SLURM node): put it first on the path of this process and of every job.
 sys.path.insert(0, workflow.basedir)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
-from neon_steps import config as neon_config, models as neon_models, synthetic as neon_synthetic, user_files  # noqa: E402
+from neon_steps import config as neon_config, models as neon_models, user_files  # noqa: E402
+from neon_steps import synthetic as neon_synthetic  # noqa: E402
 from neon_steps.io import file_identity  # noqa: E402
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
