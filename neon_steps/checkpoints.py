@@ -7,6 +7,7 @@ when the user says so). Write: safetensors by hand, header first, so that a merg
 from __future__ import annotations
 
 import abc
+import ctypes
 import json
 import math
 import mmap
@@ -14,6 +15,7 @@ import os
 import pickle
 import re
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -286,16 +288,36 @@ def encode_header(specs: Mapping[str, TensorSpec], metadata: Mapping[str, str]) 
 
 class SafetensorsWriter:
     """One safetensors file written front to back: the header, then each tensor's bytes in the
-    order of `specs`. `finish` may rewrite the metadata if the header keeps its length."""
+    order of `specs`. `finish` may rewrite the metadata if the header keeps its length. The disk
+    starts writing every `WRITEBACK_BYTES` written (where the system can be told so), so that the
+    final fsync waits for the last of them only, not for the whole file."""
+
+    WRITEBACK_BYTES = 64 << 20
 
     def __init__(self, path: Path, specs: Mapping[str, TensorSpec], metadata: Mapping[str, str]):
         self.specs = specs
         self._header = encode_header(specs, metadata)
         self._file = open(path, "wb")
         self._file.write(self._header)
+        self._written = self._pushed = len(self._header)
 
     def write(self, tensor: torch.Tensor) -> None:
-        self._file.write(tensor.reshape(-1).view(torch.uint8).numpy())  # no copy when contiguous
+        self._written += self._file.write(tensor.reshape(-1).view(torch.uint8).numpy())  # no copy when contiguous
+        if self._written - self._pushed >= self.WRITEBACK_BYTES:
+            self._file.flush()
+            start_writeback(self._file.fileno(), self._pushed, self._written - self._pushed)
+            self._pushed = self._written
+
+    def restart(self, name: str) -> None:
+        """Go back to the start of tensor `name`, to write it again (and what follows it)."""
+        offset = len(self._header)
+        for other, spec in self.specs.items():
+            if other == name:
+                break
+            offset += spec.nbytes
+        self._file.seek(offset)
+        self._written = offset
+        self._pushed = min(self._pushed, offset)
 
     def sync(self) -> None:
         """Push the bytes written so far to the disk."""
@@ -315,3 +337,26 @@ class SafetensorsWriter:
 
     def __exit__(self, *exc) -> None:
         self._file.close()
+
+
+def _sync_file_range() -> Any:
+    """Linux's sync_file_range(2), which Python's os module lacks; None elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range() if sys.platform.startswith("linux") else None
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Have the kernel start writing these bytes to the disk, without waiting for them (a hint:
+    nothing happens where it is not supported)."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE)

@@ -1,13 +1,21 @@
 """neon-merge: the one stand-alone command, Neon's merge of two checkpoints outside the workflow
-(`neon-merge --help`)."""
+(`neon-merge --help`). The inputs' sha256 starts on other threads before torch is imported (seconds
+on a small machine, spent on one core), so that hashing costs the merge little or nothing."""
 import argparse
+import json
 import re
 import sys
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
+from neon_steps import filehash
 from neon_steps.config import fmt
 from neon_steps.errors import MergeError
-from neon_steps.merge import DEFAULT_SHARD_SIZE, MergeReport, merge_checkpoints
+
+if TYPE_CHECKING:
+    from neon_steps.merge import MergeReport
+
+DEFAULT_SHARD_SIZE = 5 * 10**9  # neon_steps.merge's, which imports torch
 
 EPILOG = """\
 sign convention: θ_neon = θ_r − w·(θ_s − θ_r), θ_r = BASE, θ_s = SELF_TRAINED.
@@ -68,17 +76,46 @@ def _outputs_for(outs: list[str], ws: list[float]) -> list[str]:
     return [out.replace("{w}", fmt(w)) for out, w in zip(outs, ws)]
 
 
-def _log(reports: list[MergeReport]) -> None:
+def _log(reports: "list[MergeReport]") -> None:
     for report in reports:
         print(f"merge: {report.summary()}", file=sys.stderr)
+
+
+def _files_of(path: Path) -> list[Path] | None:
+    """The files a checkpoint's hash covers, in its order, as neon_steps.checkpoints opens it; None
+    where that takes more than a look (the merge then hashes them itself)."""
+    if path.is_dir():
+        for pattern in ("*.safetensors.index.json", "*.safetensors"):
+            found = sorted(path.glob(pattern))
+            if found:
+                return _files_of(found[0]) if len(found) == 1 else None
+        return None
+    if path.name.endswith(".index.json"):
+        weight_map = json.loads(path.read_text())["weight_map"]
+        return [path, *sorted({path.parent / shard for shard in weight_map.values()})]
+    return [path] if path.is_file() else None
+
+
+def _files_to_hash(*inputs: str) -> list[list[Path]]:
+    found = []
+    for given in inputs:
+        try:
+            found.append(_files_of(Path(given)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # the merge names what is wrong with the input
+    return [files for files in found if files]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        _log(merge_checkpoints(args.base, args.selftrained, args.w, _outputs_for(args.out, args.w), key=args.key,
-                               exclude=args.exclude, allow_pickle=args.allow_pickle, shard_size=args.shard_size))
+        outs = _outputs_for(args.out, args.w)
+        with filehash.prefetched(_files_to_hash(args.base, args.selftrained)):  # while torch is imported
+            from neon_steps.merge import merge_checkpoints
+
+            _log(merge_checkpoints(args.base, args.selftrained, args.w, outs, key=args.key, exclude=args.exclude,
+                                   allow_pickle=args.allow_pickle, shard_size=args.shard_size))
     except (MergeError, OSError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     return 0

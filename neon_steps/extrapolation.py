@@ -29,10 +29,13 @@ class MergeRule:
     keep_base: Callable[[str], bool] | None = None
 
     def merges(self, name: str, base: torch.Tensor, selftrained: torch.Tensor) -> bool:
-        return (base.is_floating_point()
+        return self.may_merge(name, base.dtype) and all_finite(base) and all_finite(selftrained)
+
+    def may_merge(self, name: str, dtype: torch.dtype) -> bool:
+        """The rule without its look at the values: merged if both inputs turn out finite."""
+        return (dtype.is_floating_point
                 and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude)
-                and not (self.keep_base and self.keep_base(name))
-                and all_finite(base) and all_finite(selftrained))
+                and not (self.keep_base and self.keep_base(name)))
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
@@ -46,6 +49,15 @@ def all_finite(tensor: torch.Tensor) -> bool:
 def merge_into(out: torch.Tensor, base: torch.Tensor, selftrained: torch.Tensor, w: float, name: str) -> torch.Tensor:
     """out ← base + w·(base − selftrained), rounded once to out's dtype; w = 0 and w = −1 copy
     their input (the arithmetic would turn −0.0 into +0.0). Raises if the result is not finite."""
+    lerp_into(out, base, selftrained, w)
+    if not all_finite(out):
+        raise overflow(name, w, out.dtype)
+    return out
+
+
+def lerp_into(out: torch.Tensor, base: torch.Tensor, selftrained: torch.Tensor, w: float) -> torch.Tensor:
+    """`merge_into`'s arithmetic, unchecked. Where w is neither 0 nor −1, an inf or NaN in either
+    input makes the result there inf or NaN: a finite result says that its inputs were finite."""
     if w == 0:
         out.copy_(base)
     elif w == -1:
@@ -54,10 +66,12 @@ def merge_into(out: torch.Tensor, base: torch.Tensor, selftrained: torch.Tensor,
         torch.lerp(base, selftrained, -w, out=out)
     else:  # float8
         out.copy_(torch.lerp(base.float(), selftrained.float(), -w))
-    if not all_finite(out):
-        raise MergeError(f"merged tensor {name!r} is not finite at w={fmt(w)} ({_name(out.dtype)} overflow); "
-                         f"exclude it or use a smaller |w|")
     return out
+
+
+def overflow(name: str, w: float, dtype: torch.dtype) -> MergeError:
+    return MergeError(f"merged tensor {name!r} is not finite at w={fmt(w)} ({_name(dtype)} overflow); "
+                      f"exclude it or use a smaller |w|")
 
 
 def check_same_layout(base: Mapping[str, TensorSpec], selftrained: Mapping[str, TensorSpec],

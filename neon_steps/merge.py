@@ -3,28 +3,27 @@ of two checkpoints, streamed tensor by tensor, so that memory is about two of th
 whatever the model's size, and several w share one pass over the inputs.
 """
 import contextlib
-import hashlib
+import functools
 import json
-import mmap
+import queue
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from neon_steps import filehash
 from neon_steps.checkpoints import Checkpoint, SafetensorsWriter, TensorSpec, open_checkpoint
 from neon_steps.config import fmt
 from neon_steps.errors import MergeError
-from neon_steps.extrapolation import MergeRule, check_same_layout, check_w, merge_into
+from neon_steps.extrapolation import MergeRule, all_finite, check_same_layout, check_w, lerp_into, overflow
 from neon_steps.io import atomic_path, load_metadata
 from neon_steps.models import load_adapter
 
-DEFAULT_SHARD_SIZE = 5 * 10**9  # bytes of tensor data per output file (Hugging Face's "5GB")
+DEFAULT_SHARD_SIZE = 5 * 10**9  # bytes of tensor data per output file (Hugging Face's "5GB"); cli.py's too
 CHUNK_BYTES = 8 << 20           # merged tensors are computed and written this much at a time
-HASH_CHUNK_BYTES = 8 << 20
 UNHASHED = "0" * 64             # the header's placeholder until the hashes are known
 
 
@@ -59,8 +58,8 @@ class _Output:
                          for path, specs in zip(self.files, shards)]
         self._writer_of = {name: writer for writer in self._writers for name in writer.specs}
 
-    def write(self, name: str, data: torch.Tensor) -> None:
-        self._writer_of[name].write(data)
+    def writer(self, name: str) -> SafetensorsWriter:
+        return self._writer_of[name]
 
     def sync(self) -> None:
         for writer in self._writers:
@@ -111,12 +110,16 @@ def merge_checkpoints(base: str | Path, selftrained: str | Path, ws: Sequence[fl
                     "selftrained": str(s.path), "selftrained_sha256": hashes[1]}
 
         stop_hashing = threading.Event()
-        with (_torch_threads(max(1, torch.get_num_threads() - 2)), ThreadPoolExecutor(max_workers=2) as pool,
-              contextlib.ExitStack() as stack):
+        with contextlib.ExitStack() as stack:
             stack.callback(stop_hashing.set)  # after an error, do not wait for the hashes
-            hashing = [pool.submit(_sha256, checkpoint.files, stop_hashing) for checkpoint in (r, s)]
+            hashing = [filehash.sha256_files_async(checkpoint.files, stop_hashing) for checkpoint in (r, s)]
             outputs = [_Output(out, w, shards, stack, metadata(w, [UNHASHED] * 2)) for w, out in targets]
-            copied = _stream(r, s, [name for shard in shards for name in shard], outputs, rule)
+            # The cores: one writes (the kernel's copy into the page cache), one per input still
+            # to hash, torch has the rest (at least one).
+            hashers = sum(not future.done() for future in hashing)
+            with (_torch_threads(max(1, torch.get_num_threads() - 1 - hashers)),
+                  _WriteBehind(CHUNK_BYTES, 2 * len(outputs) + 1) as io):
+                copied = _stream(r, s, [name for shard in shards for name in shard], outputs, rule, io)
             for output in outputs:
                 output.sync()  # the disk writes while the hashes finish; the last fsync is then short
             hashes = [future.result() for future in hashing]
@@ -167,49 +170,116 @@ def _refuse_overwriting(outs: list[Path], shards: int, inputs: list[Path]) -> No
 
 
 def _stream(base: Checkpoint, selftrained: Checkpoint, names: list[str], outputs: list[_Output],
-            rule: MergeRule) -> list[str]:
-    """Read each tensor once, write it merged (chunk by chunk) to every output; the names copied."""
-    scratch, copied = torch.empty(CHUNK_BYTES, dtype=torch.uint8), []
+            rule: MergeRule, io: "_WriteBehind") -> list[str]:
+    """Read each tensor once, write it merged (chunk by chunk) to every output; the names copied.
+    This thread computes, `io`'s writes: a chunk is merged while the previous one is written."""
+    copied = []
     for name in names:
         r, s = base.read(name), selftrained.read(name)
-        if not rule.merges(name, r, s):
+        if not (rule.may_merge(name, r.dtype) and _merge_tensor(name, r, s, outputs, io)):
             copied.append(name)
             for output in outputs:
-                output.write(name, r)
-            continue
-        step = CHUNK_BYTES // r.element_size()
-        for r_part, s_part in zip(r.reshape(-1).split(step), s.reshape(-1).split(step)):
-            merged = scratch[:r_part.nbytes].view(r.dtype)
-            for output in outputs:
-                output.write(name, merge_into(merged, r_part, s_part, output.w, name))
+                writer = output.writer(name)
+                io.submit(functools.partial(writer.write, r))
+            io.drain()  # these writes read the mapping, whose pages the next read unmaps
     return copied
+
+
+def _merge_tensor(name: str, r: torch.Tensor, s: torch.Tensor, outputs: list[_Output], io: "_WriteBehind") -> bool:
+    """Write the merged tensor to every output; False where an input holds inf or NaN (the tensor
+    is to be the base's). The inputs are not scanned for those first: a finite result says that
+    both were finite (`lerp_into`), so only a result that is not finite has them looked at, and
+    what was written of the tensor is then written again."""
+    step = CHUNK_BYTES // r.element_size()
+    for r_part, s_part in zip(r.reshape(-1).split(step), s.reshape(-1).split(step)):
+        for output in outputs:
+            buffer = io.buffer()
+            merged = lerp_into(buffer[:r_part.nbytes].view(r.dtype), r_part, s_part, output.w)
+            # at w = 0 (−1) the result is the base (θ_s) and says nothing of the other input
+            unseen = s_part if output.w == 0 else r_part if output.w == -1 else None
+            if not (all_finite(merged) and (unseen is None or all_finite(unseen))):
+                io.give_back(buffer)
+                if all_finite(r) and all_finite(s):
+                    raise overflow(name, output.w, r.dtype)
+                for every in outputs:
+                    io.submit(functools.partial(every.writer(name).restart, name))
+                return False
+            io.submit(functools.partial(output.writer(name).write, merged), buffer)
+    return True
+
+
+class _WriteBehind:
+    """A thread that does the outputs' writes, in the order given, while the caller computes:
+    most of a merge's system time is the kernel copying what is written into the page cache. It
+    lends `count` buffers of `nbytes` to compute into, each back once written."""
+
+    def __init__(self, nbytes: int, count: int):
+        self._jobs: queue.Queue = queue.Queue()
+        self._free: queue.Queue = queue.Queue()
+        for _ in range(count):
+            self._free.put(torch.empty(nbytes, dtype=torch.uint8))
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name="merge-writes", daemon=True)
+        self._thread.start()
+
+    def buffer(self) -> torch.Tensor:
+        self._raise()
+        return self._free.get()
+
+    def give_back(self, buffer: torch.Tensor) -> None:
+        self._free.put(buffer)
+
+    def submit(self, write: Callable[[], object], buffer: torch.Tensor | None = None) -> None:
+        """Do `write` after what was given before; `buffer` is free again once it is done."""
+        self._raise()
+        self._jobs.put((write, buffer))
+
+    def drain(self) -> None:
+        """Wait until everything given is written."""
+        self._jobs.join()
+        self._raise()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            write, buffer = job
+            try:
+                if self._error is None and not self._abandoned:
+                    write()
+            except BaseException as err:  # the caller raises it at its next call
+                self._error = err
+            finally:
+                if buffer is not None:
+                    self._free.put(buffer)
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> "_WriteBehind":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self._abandoned = exc_type is not None  # after an error, the rest is not written
+        self._jobs.put(None)
+        self._thread.join()
+        if exc_type is None:
+            self._raise()
 
 
 @contextlib.contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
-    """Fewer intra-op threads while two cores hash: oversubscribed OpenMP teams stall on every
-    operation (a 2-core machine ran 6× slower), and the streaming arithmetic is memory-bound."""
+    """Fewer intra-op threads while other threads hash and write: oversubscribed OpenMP teams
+    stall on every operation (a 2-core machine ran 6× slower), and the streaming arithmetic is
+    memory-bound."""
     previous = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _sha256(files: list[Path], stop: threading.Event) -> str:
-    """The sha256 of the files' bytes end to end, computed beside the merge (hashlib releases the
-    GIL) from a mapping whose pages leave the process as they are hashed."""
-    digest = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as pages:
-            for start in range(0, len(pages), HASH_CHUNK_BYTES):
-                if stop.is_set():
-                    break
-                with memoryview(pages)[start:start + HASH_CHUNK_BYTES] as chunk:
-                    digest.update(chunk)
-                pages.madvise(mmap.MADV_DONTNEED, start, min(HASH_CHUNK_BYTES, len(pages) - start))
-    return digest.hexdigest()
 
 
 # -- the workflow's merge -----------------------------------------------------------------------

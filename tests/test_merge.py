@@ -1,6 +1,7 @@
 """The Neon merge θ_r − w·(θ_s − θ_r): values, bits, layouts, validation, atomicity, command line."""
 import hashlib
 import json
+import os
 import pickle
 import struct
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from neon_steps import merge
+from neon_steps import filehash, merge
 from neon_steps.checkpoints import SafetensorsCheckpoint, open_checkpoint
 from neon_steps.io import load_metadata
 from neon_steps.cli import main
@@ -59,6 +60,14 @@ def pair() -> tuple[dict, dict]:
     selftrained["attn.mask"] = torch.full((4, 4), float("-inf")).triu(2)
     selftrained["attn.causal"] = ~base["attn.causal"]
     return base, selftrained
+
+
+@pytest.fixture(autouse=True)
+def hash_cache(tmp_path_factory, monkeypatch):
+    """Each test its own cache of digests (not the user's, and not in tmp_path, which tests list)."""
+    folder = tmp_path_factory.mktemp("hash-cache")
+    monkeypatch.setenv(filehash.CACHE_ENV, str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -148,6 +157,40 @@ def test_streaming_in_chunks_equals_the_in_memory_merge(files, tmp_path, monkeyp
     assert out.keys() == expected.keys() and all(same_bits(out[k], expected[k]) for k in out)
 
 
+def test_an_inf_or_nan_found_late_in_a_tensor_has_it_written_again_as_the_bases(tmp_path, monkeypatch):
+    """The inputs are not scanned before merging: a result that is not finite is what says that a
+    tensor holds inf or NaN, after some of its chunks were written to every output."""
+    monkeypatch.setattr(merge, "CHUNK_BYTES", 64)  # 16 fp32 elements a chunk
+    g = torch.Generator().manual_seed(3)
+    base = {name: torch.randn(100, generator=g) for name in ("a", "late_inf", "late_nan", "z")}
+    selftrained = {name: t + 0.01 for name, t in base.items()}
+    base["late_inf"][90] = float("inf")
+    selftrained["late_nan"][95] = float("nan")
+    save_file(base, tmp_path / "r.safetensors")
+    save_file(selftrained, tmp_path / "s.safetensors")
+    ws = [1.5, 0, -1, -0.5]
+    outs = [tmp_path / f"w{w}.safetensors" for w in ws]
+    [report, *_] = merge_checkpoints(tmp_path / "r.safetensors", tmp_path / "s.safetensors", ws, outs)
+    assert sorted(report.copied) == ["late_inf", "late_nan"]
+    for w, out in zip(ws, outs):
+        merged, expected = load_file(out), merge_state_dicts(base, selftrained, w)
+        assert all(same_bits(merged[k], expected[k]) for k in base), w
+        assert same_bits(merged["late_nan"], base["late_nan"]) and same_bits(merged["late_inf"], base["late_inf"])
+
+
+def test_an_overflow_late_in_a_tensor_fails_the_merge(tmp_path, monkeypatch):
+    monkeypatch.setattr(merge, "CHUNK_BYTES", 8)
+    base = {"x": torch.ones(40, dtype=torch.float16)}
+    selftrained = {"x": torch.ones(40, dtype=torch.float16)}
+    base["x"][37], selftrained["x"][37] = 60000.0, -60000.0
+    save_file(base, tmp_path / "r.safetensors")
+    save_file(selftrained, tmp_path / "s.safetensors")
+    with pytest.raises(MergeError, match=r"merged tensor 'x' is not finite at w=1.5 \(float16 overflow\)"):
+        merge_checkpoints(tmp_path / "r.safetensors", tmp_path / "s.safetensors", [0.01, 1.5],
+                          [tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    assert not (tmp_path / "a.safetensors").exists() and not (tmp_path / "b.safetensors").exists()
+
+
 # -- what is copied from the base ---------------------------------------------------------------
 
 def test_integer_bool_and_non_finite_tensors_are_the_bases(files, tmp_path):
@@ -200,6 +243,92 @@ def test_metadata_holds_w_the_inputs_and_their_sha256(files, tmp_path):
     assert meta["base_sha256"] == hashlib.sha256(base_path.read_bytes()).hexdigest()
     assert meta["selftrained_sha256"] == hashlib.sha256(selftrained_path.read_bytes()).hexdigest()
     assert meta["family"] == "diffusion" and meta["model"] == "toy" and meta["budget_mi"] == "0.5"
+
+
+def counting_hashes(monkeypatch) -> list[list[str]]:
+    """The files each real hashing reads (digests that the cache supplies read none)."""
+    hashed, original = [], filehash._hash
+    monkeypatch.setattr(filehash, "_hash", lambda files, stop: hashed.append([f.name for f in files])
+                        or original(files, stop))
+    return hashed
+
+
+def test_the_hashes_are_cached_per_file_identity_and_redone_when_a_file_changes(files, tmp_path, monkeypatch,
+                                                                                hash_cache):
+    base_path, selftrained_path, base, _ = files
+    monkeypatch.setattr(filehash, "RACY_NS", 0)  # the files were written a moment ago; see the next test
+    hashed = counting_hashes(monkeypatch)
+    out = tmp_path / "out.safetensors"
+
+    def merged_hashes() -> tuple[str, str]:
+        merge_checkpoints(base_path, selftrained_path, [1.5], [out])
+        meta = load_metadata(out)
+        return meta["base_sha256"], meta["selftrained_sha256"]
+
+    truth = tuple(hashlib.sha256(path.read_bytes()).hexdigest() for path in (base_path, selftrained_path))
+    assert merged_hashes() == truth and sorted(hashed) == [["base.safetensors"], ["selftrained.safetensors"]]
+    assert len(list(hash_cache.glob("*.json"))) == 2
+    hashed.clear()
+    assert merged_hashes() == truth and hashed == []  # the cache, for both
+    assert main([str(base_path), str(selftrained_path), "--w", "2", "--out", str(out)]) == 0
+    assert load_metadata(out)["base_sha256"] == truth[0] and hashed == []  # and for neon-merge's early start
+
+    # Rewritten in place, the same size, its mtime put back: the ctime tells.
+    before = base_path.stat()
+    save_file({**base, "scale": torch.tensor(0.75)}, base_path, metadata={"family": "diffusion"})
+    os.utime(base_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert base_path.stat().st_size == before.st_size and base_path.stat().st_mtime_ns == before.st_mtime_ns
+    changed = hashlib.sha256(base_path.read_bytes()).hexdigest()
+    assert merged_hashes() == (changed, truth[1]) and hashed == [["base.safetensors"]]
+    hashed.clear()
+    replaced = tmp_path / "new.safetensors"  # replaced by another file: another inode
+    replaced.write_bytes(selftrained_path.read_bytes())
+    os.replace(replaced, selftrained_path)
+    assert merged_hashes() == (changed, truth[1]) and hashed == [["selftrained.safetensors"]]
+    hashed.clear()
+    assert merged_hashes() == (changed, truth[1]) and hashed == []
+
+
+def test_neon_merge_hashes_each_input_once_from_before_torch_is_imported(files, tmp_path, monkeypatch):
+    base_path, _, _, selftrained = files
+    index = write_shards(tmp_path / "selftrained", selftrained, per_shard=4)
+    hashed = counting_hashes(monkeypatch)
+    for given in (index, index.parent):
+        hashed.clear()
+        assert main([str(base_path), str(given), "--w", "1.5", "--out", str(tmp_path / "out.safetensors")]) == 0
+        shards = [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)]
+        assert sorted(hashed) == [["base.safetensors"], ["model.safetensors.index.json", *shards]]
+        everything = b"".join(path.read_bytes() for path in [index, *sorted(index.parent.glob("model-*"))])
+        digest = hashlib.sha256(everything).hexdigest()
+        assert load_metadata(tmp_path / "out.safetensors")["selftrained_sha256"] == digest
+
+
+def test_a_file_changed_a_moment_ago_is_not_cached_and_no_cache_can_be_asked_for(files, tmp_path, monkeypatch,
+                                                                                   hash_cache):
+    """A file may change again within its timestamps' granularity, unseen (as git's racy entries)."""
+    base_path, selftrained_path, _, _ = files
+    hashed = counting_hashes(monkeypatch)
+    for _ in range(2):
+        merge_checkpoints(base_path, selftrained_path, [1.5], [tmp_path / "out.safetensors"])
+    assert len(hashed) == 4 and not list(hash_cache.glob("*.json"))
+    monkeypatch.setattr(filehash, "RACY_NS", 0)
+    monkeypatch.setenv(filehash.CACHE_ENV, "")  # off
+    for _ in range(2):
+        merge_checkpoints(base_path, selftrained_path, [1.5], [tmp_path / "out.safetensors"])
+    assert len(hashed) == 8 and not list(hash_cache.glob("*.json"))
+
+
+def test_a_damaged_cache_entry_is_hashed_again(files, tmp_path, monkeypatch, hash_cache):
+    base_path, selftrained_path, _, _ = files
+    monkeypatch.setattr(filehash, "RACY_NS", 0)
+    merge_checkpoints(base_path, selftrained_path, [1.5], [tmp_path / "out.safetensors"])
+    for entry in hash_cache.glob("*.json"):
+        entry.write_text(entry.read_text().replace('"sha256": "', '"sha256": "0'))  # 65 digits
+    hashed = counting_hashes(monkeypatch)
+    merge_checkpoints(base_path, selftrained_path, [1.5], [tmp_path / "out.safetensors"])
+    assert len(hashed) == 2
+    digest = hashlib.sha256(base_path.read_bytes()).hexdigest()
+    assert load_metadata(tmp_path / "out.safetensors")["base_sha256"] == digest
 
 
 def test_the_output_header_is_padded_and_every_tensor_aligned(files, tmp_path):
@@ -449,6 +578,16 @@ def test_python_m_runs_the_cli_without_traceback(files, tmp_path):
                            "--w", "1", "--out", str(tmp_path / "out.safetensors")],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr == f"neon-merge: error: {tmp_path / 'nope.pt'}: no such file\n"
+
+
+def test_the_command_starts_without_torch_and_shards_as_the_merge_does():
+    """neon-merge hashes while torch is imported: its own module must not import torch."""
+    from neon_steps import cli
+
+    proc = subprocess.run([sys.executable, "-c", "import sys, neon_steps.cli; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, cwd=REPO, check=True)
+    assert proc.stdout.strip() == "False"
+    assert cli.DEFAULT_SHARD_SIZE == merge.DEFAULT_SHARD_SIZE
 
 
 def test_help_explains_the_sign_of_w(capsys):
