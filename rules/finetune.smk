@@ -1,11 +1,7 @@
 # Algorithm 1, step 2: θ_s ← FineTune(θ_r, S, B), one budget segment a job: the segment to B_k
 # starts from the saved state at B_(k-1), so adding a larger B trains one more segment.
-# With resources.finetune.gpu: G, the job runs G processes (one per GPU) sharing each batch.
-
-
-def finetune_ranks(wildcards):
-    """A fine-tune job's processes, one per GPU it asks for, each with a core of its own."""
-    return max(1, resource("finetune", "gpu", 1)(wildcards))
+# With resources.finetune.gpu: G, the job runs G processes (one per GPU) sharing each batch,
+# each with a core of its own (threads: G, sbatch --cpus-per-task).
 
 
 rule finetune_segment:
@@ -21,7 +17,7 @@ rule finetune_segment:
         log("finetune_segment", "state"),
     benchmark:
         bench("finetune_segment", "state")
-    threads: finetune_ranks
+    threads: lambda wildcards: max(1, resource("finetune", "gpu", 1)(wildcards))
     resources:
         runtime=resource("finetune", "runtime", 240),
         mem_mb=resource("finetune", "mem_mb", 8000),
