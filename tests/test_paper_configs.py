@@ -92,7 +92,8 @@ def test_all_paper_configs_dry_run_together_within_30s(tmp_path):
 def test_xar_l_draws_its_750k_S_in_tens_of_jobs(tmp_path):
     config = REPO / "config/paper/xar-l-imagenet256.yaml"
     proc = snakemake(tmp_path, "--dry-run", "results/xar-l-imagenet256/S750000/synthetic/manifest.json", config=config)
-    parts = re.findall(r"^\s+output: results/xar-l-imagenet256/S750000/synthetic/part(\d+)\.safetensors$", proc.stdout, re.M)
+    part = r"^\s+output: results/xar-l-imagenet256/S750000/synthetic/part(\d+)\.safetensors$"
+    parts = re.findall(part, proc.stdout, re.M)
     assert sorted(map(int, parts)) == list(range(30))  # 25k images a job
     assert re.search(r"^gather_synthetic\s+1$", proc.stdout, re.M)
 

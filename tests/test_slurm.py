@@ -3,7 +3,10 @@
 Needs root on Debian 12: scripts/slurm/start-cluster.sh installs and starts SLURM, munge,
 slurmdbd and MariaDB on this machine, and stop-cluster.sh stops them after the tests.
 Part of the full suite (pytest --full), as root on Debian. One workflow run serves all tests here; during it one sample
-or finetune job is cancelled with scancel, which the profile's retries must absorb.
+or finetune job is cancelled with scancel, which the profile's retries must absorb. The config is
+the tiny one with the shapes of a paper run on one of its models: S drawn by two jobs, each
+evaluation by two part jobs and a scoring job, and the fine-tune on 2 GPUs (2 processes); the
+results must equal the same config run locally.
 """
 import math
 import os
@@ -17,7 +20,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from conftest import TINY
+from conftest import edited_config, snakemake
 
 pytestmark = [
     pytest.mark.slurm,
@@ -27,10 +30,31 @@ pytestmark = [
 
 REPO = slurm_cluster.REPO
 PROFILE = REPO / "profiles" / "slurm"
-GPU_RULES = {"prepare_base", "sample_synthetic", "finetune_segment", "evaluate_point"}
+GPU_RULES = {"prepare_base", "sample_synthetic", "finetune_segment", "evaluate_point", "evaluate_point_part"}
+FANNED_OUT = "ddpm"
+FINETUNE_GPUS = 2
 GROUP = "evaluate"  # merge and evaluate_point of one (w) point
-WORKFLOW = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--configfile", str(TINY),
-            "--profile", str(PROFILE)]
+WORKFLOW = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(PROFILE)]
+
+
+def paper_shapes(config):
+    """ddpm as a paper model is run: S (500) drawn by 2 jobs, each evaluation (n = 1,000) by 2 part
+    jobs, and each fine-tune segment on 2 GPUs, a chunk of the batch each."""
+    model = config["models"][FANNED_OUT]
+    model["synthetic"].update(shard_size=100, images_per_job=300)
+    model["evaluate"].update(shard_size=250, images_per_job=500)
+    model["finetune"].update(micro_batch=250)
+    model["resources"] = {"finetune": {"gpu": FINETUNE_GPUS}}
+
+
+def gpus_wanted(rule, wildcards) -> int:
+    """The GPUs a SLURM job running one job of `rule` must hold."""
+    fanned_out = dict(wildcards).get("model") == FANNED_OUT
+    if rule == "finetune_segment" and fanned_out:
+        return FINETUNE_GPUS
+    if rule == "evaluate_point" and fanned_out:  # scores its parts' features: no GPU
+        return 0
+    return int(rule in GPU_RULES)
 # What the test cluster changes in the profile: first status check after 2 s, not 40 (the jobs
 # take seconds), and keep the SLURM log of every job, to see which workflow jobs each one ran.
 TEST_CLUSTER = ["--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs"]
@@ -61,16 +85,31 @@ class SlurmRun:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory) -> SlurmRun:
+def config(tmp_path_factory) -> Path:
+    return edited_config(tmp_path_factory.mktemp("config"), paper_shapes)
+
+
+@pytest.fixture(scope="module")
+def local_run(config, tmp_path_factory) -> Path:
+    """The same config run here, without SLURM: what the cluster's results must equal."""
+    workdir = tmp_path_factory.mktemp("local")
+    snakemake(workdir, "--cores", "2", config=config)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, config, tmp_path_factory) -> SlurmRun:
     workdir = tmp_path_factory.mktemp("slurm")
-    dry_run = subprocess.run([*WORKFLOW, "-d", str(workdir), "--dry-run"], capture_output=True, text=True)
+    dry_run = subprocess.run([*WORKFLOW, "--configfile", str(config), "-d", str(workdir), "--dry-run"],
+                             capture_output=True, text=True)
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
     log_file = workdir / "snakemake.log"
     canceller = slurm_cluster.JobCanceller(log_file, prefixes=("rule_sample_synthetic_", "rule_finetune_segment_"))
     canceller.start()
     started = time.monotonic()
     with open(log_file, "w") as log:
-        proc = subprocess.Popen([*WORKFLOW, *TEST_CLUSTER, "-d", str(workdir)], cwd=workdir, stdout=log,
+        proc = subprocess.Popen([*WORKFLOW, "--configfile", str(config), *TEST_CLUSTER, "-d", str(workdir)],
+                                cwd=workdir, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
             returncode = proc.wait(timeout=RUN_TIMEOUT_S)
@@ -114,11 +153,21 @@ def test_every_non_local_job_ran_as_a_slurm_job(slurm_run):
     assert Counter(in_slurm) + Counter(local) == Counter(slurm_run.planned)
 
 
-def test_gpu_rules_got_a_gpu_and_the_others_none(slurm_run):
+def test_gpu_rules_got_their_gpus_and_the_others_none(slurm_run):
     completed = [job for job in slurm_run.jobs if job.state == "COMPLETED"]
     for job in completed:
-        uses_gpu = any(rule in GPU_RULES for rule, _ in slurm_run.ran_in(job))
-        assert job.gpus == (1 if uses_gpu else 0), (job, slurm_run.ran_in(job))
+        assert job.gpus == max(gpus_wanted(*ran) for ran in slurm_run.ran_in(job)), (job, slurm_run.ran_in(job))
+    segments = [job for job in completed if job.comment.startswith(f"rule_finetune_segment_wildcards_{FANNED_OUT}")]
+    held = Counter(job.gpus for job in segments)
+    assert held == {FINETUNE_GPUS: 2}, held  # both segments of ddpm held 2 GPUs, as sacct says
+
+
+def test_S_and_evaluations_were_drawn_by_several_jobs(slurm_run):
+    ran = Counter(rule for job in slurm_run.jobs if job.state == "COMPLETED" for rule, _ in slurm_run.ran_in(job))
+    assert ran["sample_synthetic"] == 2 + 1  # ddpm's S in two parts, ar's in one
+    points = sum(1 for rule, wildcards in slurm_run.planned
+                 if rule == "merge" and dict(wildcards)["model"] == FANNED_OUT)
+    assert ran["evaluate_point_part"] == 2 * (points + 1)  # each merged point and the base (w = 0), two parts each
 
 
 def test_evaluate_points_were_batched(slurm_run):
@@ -138,6 +187,9 @@ def test_a_job_cancelled_mid_way_is_retried(slurm_run):
     assert cancelled[0].comment.startswith(("rule_sample_synthetic_", "rule_finetune_segment_"))
 
 
-def test_tables_match_a_local_run(slurm_run, tiny_run):
+def test_results_match_a_local_run(slurm_run, local_run):
     for table in ["results/tables/sweep.csv", "results/tables/table_a1.csv"]:
-        assert (slurm_run.workdir / table).read_text() == (tiny_run / table).read_text(), table
+        assert (slurm_run.workdir / table).read_text() == (local_run / table).read_text(), table
+    for state in ["results/ddpm/S500/finetune/B0.01.state.safetensors",  # after 2 segments on 2 GPUs
+                  "results/ddpm/S500/synthetic/part1.safetensors"]:
+        assert (slurm_run.workdir / state).read_bytes() == (local_run / state).read_bytes(), state

@@ -66,7 +66,7 @@ def test_training_on_S_from_disk_equals_training_on_S_in_memory(tmp_path):
     points = torch.randn(100, 2, generator=torch.Generator().manual_seed(1))
     write_part(tmp_path / "part0.safetensors", points[:60].split(25), 60, None, {})
     write_part(tmp_path / "part1.safetensors", points[60:].split(25), 40, None, {})
-    write_manifest(tmp_path / "manifest.json", [str(tmp_path / "part0.safetensors"), str(tmp_path / "part1.safetensors")])
+    write_manifest(tmp_path / "manifest.json", [str(tmp_path / f"part{i}.safetensors") for i in (0, 1)])
     trained = []
     for data, workers in ((InMemory(points), 0), (SyntheticSet(tmp_path / "manifest.json"), 0),
                           (SyntheticSet(tmp_path / "manifest.json"), 2)):
