@@ -58,7 +58,7 @@ def gpus_wanted(rule, wildcards) -> int:
 # What the test cluster changes in the profile: first status check after 2 s, not 40 (the jobs
 # take seconds), and keep the SLURM log of every job, to see which workflow jobs each one ran.
 TEST_CLUSTER = ["--slurm-init-seconds-before-status-checks", "2", "--slurm-keep-successful-logs"]
-RUN_TIMEOUT_S = 480
+RUN_TIMEOUT_S = 900  # about 5 minutes on an idle machine; twice that when it is shared
 
 
 @pytest.fixture(scope="module")
