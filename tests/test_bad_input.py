@@ -431,8 +431,7 @@ CORRUPT_CASES = {
         "results/ddpm/base.safetensors", html_page, "results/ddpm/S500/synthetic/part0.safetensors",
         f"error: results/ddpm/base.safetensors: {NOT_A_SAFETENSORS_FILE}"),
     "a part of S that is an HTML page": (
-        "results/ddpm/S500/synthetic/part0.safetensors", html_page,
-        "results/ddpm/S500/finetune/B0.005.state.safetensors",
+        "results/ddpm/S500/synthetic/part0.safetensors", html_page, "results/ddpm/S500/synthetic/manifest.json",
         f"error: results/ddpm/S500/synthetic/part0.safetensors: {NOT_A_SAFETENSORS_FILE}"),
     "a manifest of S that is not JSON": (
         "results/ddpm/S500/synthetic/manifest.json", not_json, "results/ddpm/S500/finetune/B0.005.state.safetensors",
