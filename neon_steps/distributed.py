@@ -8,9 +8,9 @@ picks, so that jobs sharing a node never race for one. Rank r computes on cuda:r
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -71,7 +71,8 @@ def device() -> torch.device:
 def launch(ranks: int, function: Callable[..., Any], *args: Any) -> None:
     """Run `function(*args)` in `ranks` processes of one process group and wait for all of them;
     the first that fails stops the others and fails this call with its error (one line for a
-    mistake). `function` must be importable (module level): each rank imports it anew. The
+    mistake). `function` must be importable (module level): each rank imports it anew, and `args`
+    JSON (a stage's settings and paths): a rank reads its task as JSON, never a pickle. The
     ranks write to this process's stderr (a job's log) and split its torch threads."""
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     store = dist.TCPStore(HOST, 0, None, is_master=True, wait_for_workers=False)
@@ -86,12 +87,13 @@ def launch(ranks: int, function: Callable[..., Any], *args: Any) -> None:
         procs = []
         try:
             for r in range(ranks):
-                task = {"function": function, "args": args, "rank": r, "world_size": ranks, "port": store.port,
+                task = {"function": f"{function.__module__}:{function.__qualname__}", "args": args, "rank": r,
+                        "world_size": ranks, "port": store.port,
                         "backend": backend, "threads": threads, "parent": os.getpid(),
                         "error_file": os.path.join(errors, f"rank{r}.json")}
                 proc = subprocess.Popen([sys.executable, "-c", RANK_MAIN], stdin=subprocess.PIPE, stdout=log,
                                         stderr=log, env=env)
-                proc.stdin.write(pickle.dumps(task))
+                proc.stdin.write(json.dumps(task).encode())
                 proc.stdin.close()
                 procs.append(proc)
             failed = _wait_for_all(procs)
@@ -150,7 +152,7 @@ def _fd_of(stream) -> int | None:
 # -- in a rank ------------------------------------------------------------------------------------
 def run_rank() -> None:
     """A rank's process: its task from stdin, the process group joined, the task run."""
-    task = pickle.load(sys.stdin.buffer)
+    task = json.load(sys.stdin.buffer)
     _exit_with(task["parent"])
     torch.set_num_threads(task["threads"])
     if task["backend"] == "nccl":
@@ -158,7 +160,8 @@ def run_rank() -> None:
     store = dist.TCPStore(HOST, task["port"], None, is_master=False)
     dist.init_process_group(task["backend"], store=store, rank=task["rank"], world_size=task["world_size"])
     try:
-        task["function"](*task["args"])
+        module, name = task["function"].split(":")
+        getattr(importlib.import_module(module), name)(*task["args"])
         dist.barrier()  # rank 0 has written its files: nobody leaves before
     except (NeonError, OSError) as err:
         line = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else str(err)
