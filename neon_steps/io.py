@@ -64,10 +64,15 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     """Save tensors as safetensors; metadata values that are not strings are stored as JSON."""
     from safetensors.torch import save_file  # imported here: torch-free callers (search rounds) stay fast
 
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = metadata_strings(metadata or {})
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+
+
+def metadata_strings(metadata: Mapping[str, object]) -> dict[str, str]:
+    """Metadata as a safetensors header holds it: strings as they are, other values as JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
 
 
 def copy_tensors(src: str | os.PathLike, dst: str | os.PathLike, rename: Callable[[str], str | None],

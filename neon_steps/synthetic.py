@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import itertools
-import json
 import math
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 
 from neon_steps.errors import NeonError
-from neon_steps.io import atomic_path, read_header, read_json, write_json
+from neon_steps.io import atomic_path, metadata_strings, read_header, read_json, write_json
 
 if TYPE_CHECKING:  # torch is imported where it is used: gather_synthetic's job reads headers only
     import torch
@@ -54,9 +53,8 @@ def write_part(path: str | os.PathLike, shards: Iterable[torch.Tensor], count: i
     specs = {"samples": TensorSpec(first.dtype, (count, *first.shape[1:]))}
     if labels is not None:
         specs["labels"] = TensorSpec(labels.dtype, tuple(labels.shape))
-    meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in metadata.items()}
     written = 0
-    with atomic_path(path) as tmp, SafetensorsWriter(tmp, specs, meta) as writer:
+    with atomic_path(path) as tmp, SafetensorsWriter(tmp, specs, metadata_strings(metadata)) as writer:
         for shard in itertools.chain([first], stream):
             writer.write(shard.detach().contiguous().cpu())
             written += len(shard)

@@ -30,15 +30,12 @@ from neon_steps import config as neon_config  # noqa: E402
 from neon_steps.search import Settings  # noqa: E402
 from neon_steps.synthetic import part_count  # noqa: E402
 
-CODEBASE = {"edm": "edm", "torchcfm-flow": "torchcfm", "imm": "imm", "var": "var", "xar": "xar"}
-
-
 def codebase(name: str, model: dict) -> str:
-    """The costs.yaml entry of a model: its adapter's codebase, the large variants by name."""
+    """The costs.yaml entry of a model: its adapter (one per codebase), the large variants by name."""
     for variant in ("var-d36", "xar-l"):
         if name.startswith(variant):
             return variant
-    return CODEBASE.get(model["adapter"], model["adapter"])
+    return model["adapter"]
 
 
 def jobs(count: int, per_job: int | None) -> int:

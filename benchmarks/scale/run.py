@@ -94,7 +94,8 @@ def main() -> None:
             print(f"|S| = {size:>9,}: sample {sample['peak_rss_mb']:7.0f} MB {sample['seconds']:6.1f} s | "
                   f"fine-tune {streamed['peak_rss_mb']:7.0f} MB {streamed['seconds']:6.1f} s | "
                   f"S in memory {whole['peak_rss_mb']:7.0f} MB {whole['seconds']:6.1f} s", flush=True)
-            shutil.rmtree(opts.dir / f"S{size}") if not opts.keep else None
+            if not opts.keep:
+                shutil.rmtree(opts.dir / f"S{size}")
     finally:
         if not opts.keep:
             shutil.rmtree(opts.dir, ignore_errors=True)
