@@ -17,12 +17,13 @@ import hashlib
 import json
 import mmap
 import os
-import tempfile
 import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from neon_steps.io import write_json
 
 try:
     import fcntl
@@ -180,15 +181,7 @@ def _write_entry(key: str, files: list[Path], digest: str, started_ns: int) -> N
             return
         if any(entry[4] > started_ns - RACY_NS for entry in identities):
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"files": identities, "sha256": digest}, f)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        write_json(path, {"files": identities, "sha256": digest})
         _prune(path.parent)
     except OSError:
         pass
